@@ -1,0 +1,52 @@
+# The two commands: `make run` and `make test`. Both set up everything they need first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export XDG_RUNTIME_DIR ?= /tmp
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test setup venv browser lint typecheck clean
+
+.venv/.installed: requirements.txt
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+venv: .venv/.installed
+
+# Debian's Chromium for the browser nodes and p5 (1.11) from npm for the sketches
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "Installing Debian's chromium ..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || { echo "could not install chromium (needs root and apt)"; exit 1; }; \
+	fi
+	@if [ -f package.json ] && [ ! -f node_modules/.package-lock.json -o package.json -nt node_modules/.package-lock.json ]; then \
+	  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; \
+	  else npm install --no-audit --no-fund --loglevel=error; fi; \
+	fi
+
+setup: venv browser
+
+run: setup
+	$(PY) -m emprops.embedded run
+
+lint: venv
+	$(PY) -m ruff check .
+
+typecheck: venv
+	$(PY) -m mypy .
+
+test:
+	@set -o pipefail; t0=$$(date +%s); \
+	$(MAKE) --no-print-directory setup || exit 1; t1=$$(date +%s); \
+	$(PY) -m ruff check . || exit 1; t2=$$(date +%s); \
+	$(PY) -m mypy . || exit 1; t3=$$(date +%s); \
+	EMPROPS_TESTING=1 $(PY) -m emprops.embedded exec --dir var/test -- bash -c '\
+	  s=$$(date +%s); $(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "missing migrations: run manage.py makemigrations"; exit 1; }; \
+	  echo "migrations check: $$(( $$(date +%s) - s )) s" > var/test/stage-migrations; \
+	  $(PY) -m pytest --durations=20 $(PYTEST_ARGS)'; rc=$$?; t4=$$(date +%s); \
+	echo "== stage timings: install $$((t1-t0)) s, lint $$((t2-t1)) s, type check $$((t3-t2)) s, $$(cat var/test/stage-migrations 2>/dev/null), migrations check + tests $$((t4-t3)) s"; \
+	exit $$rc
+
+clean:
+	rm -rf var/test

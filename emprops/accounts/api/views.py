@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from emprops.accounts import selectors, services
+from emprops.accounts.api import serializers as s
+from emprops.accounts.models import User
+from emprops.api import get_or_not_found
+from emprops.authentication import decode_token, issue_tokens
+from emprops.errors import DomainError
+from emprops.views import ViewerListView
+
+
+class AuthFailed(DomainError):
+    status_code = 401
+    code = "authentication_failed"
+
+
+class TokenObtainView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(request=s.TokenObtainInputSerializer, responses=s.TokenOutputSerializer,
+                   summary="Issue an access and a refresh token for a local account")
+    def post(self, request: Request) -> Response:
+        body = s.TokenObtainInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        user = authenticate(request, username=body.validated_data["username"],
+                            password=body.validated_data["password"])
+        if user is None:
+            raise AuthFailed("Invalid username or password.")
+        return Response(issue_tokens(user=user))
+
+
+class TokenRefreshView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(request=s.TokenRefreshInputSerializer, responses=s.TokenOutputSerializer,
+                   summary="Exchange a refresh token for new tokens")
+    def post(self, request: Request) -> Response:
+        body = s.TokenRefreshInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        claims = decode_token(body.validated_data["refresh"], expected_type="refresh")
+        user = User.objects.filter(pk=claims["sub"], is_active=True).first()
+        if user is None:
+            raise AuthFailed("Unknown user.")
+        return Response(issue_tokens(user=user))
+
+
+class MeView(APIView):
+    @extend_schema(responses=s.MeOutputSerializer, summary="You: id, balances and held credits")
+    def get(self, request: Request) -> Response:
+        user = request.user
+        summary = services.credits_summary(user=user)
+        return Response(s.MeOutputSerializer({
+            "id": user.pk, "username": user.username, "external_sub": user.external_sub,
+            "is_staff": user.is_staff, **summary,
+        }).data)
+
+
+class ApiKeyListCreateView(ViewerListView):
+    serializer_class = s.ApiKeyOutputSerializer
+    filter_backends: list[Any] = []
+
+    def list_for_viewer(self) -> Any:
+        return selectors.api_key_list(user=self.request.user)
+
+    @extend_schema(request=s.ApiKeyCreateInputSerializer, responses={201: s.ApiKeyCreatedOutputSerializer},
+                   summary="Create an API key (the key is shown once)")
+    def post(self, request: Request) -> Response:
+        body = s.ApiKeyCreateInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        key, raw = services.api_key_create(user=request.user, **body.validated_data)
+        data = s.ApiKeyOutputSerializer(key).data
+        data["key"] = raw
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyRevokeView(APIView):
+    @extend_schema(request=None, responses=s.ApiKeyOutputSerializer, summary="Revoke an API key")
+    def delete(self, request: Request, key_id: int) -> Response:
+        key = services.api_key_revoke(user=request.user, key_id=key_id)
+        return Response(s.ApiKeyOutputSerializer(key).data)
+
+
+class CreditsHistoryView(ViewerListView):
+    serializer_class = s.CreditsHistoryOutputSerializer
+    filter_backends: list[Any] = []
+
+    def list_for_viewer(self) -> Any:
+        return selectors.credits_history_list(user=self.request.user)
+
+
+class CreditsGrantView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(request=s.CreditsGrantInputSerializer, responses={201: s.CreditsHistoryOutputSerializer},
+                   summary="Staff: grant or adjust a user's credits (a ledger row)")
+    def post(self, request: Request) -> Response:
+        body = s.CreditsGrantInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        target = get_or_not_found(User.objects.all(), label="User", pk=v["user_id"])
+        row = services.credits_grant(user=target, amount=v["amount"], credit_type=v["credit_type"],
+                                     comment=v["comment"], created_by=request.user)
+        return Response(s.CreditsHistoryOutputSerializer(row).data, status=status.HTTP_201_CREATED)

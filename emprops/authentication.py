@@ -1,0 +1,102 @@
+"""Credentials: JWT (HS256 by JWT_SIGNING_KEY, RS256 by JWT_PUBLIC_KEY) and `ek_` API keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from emprops.accounts.models import User
+from emprops.accounts.services import API_KEY_PREFIX, api_key_authenticate, user_for_sub
+
+
+def issue_tokens(*, user: User) -> dict[str, Any]:
+    """An access and a refresh token whose `sub` is the user id (local accounts, HS256)."""
+    now = datetime.now(UTC)
+    access_exp = now + settings.JWT_ACCESS_LIFETIME
+    base = {"sub": str(user.pk), "iat": int(now.timestamp())}
+    access = jwt.encode({**base, "type": "access", "exp": access_exp, "jti": uuid.uuid4().hex},
+                        settings.JWT_SIGNING_KEY, algorithm="HS256")
+    refresh = jwt.encode({**base, "type": "refresh", "exp": now + settings.JWT_REFRESH_LIFETIME,
+                          "jti": uuid.uuid4().hex}, settings.JWT_SIGNING_KEY, algorithm="HS256")
+    return {"access": access, "refresh": refresh, "token_type": "Bearer",
+            "expires_in": int(settings.JWT_ACCESS_LIFETIME.total_seconds())}
+
+
+def decode_token(token: str, *, expected_type: str | None = "access") -> dict[str, Any]:
+    """The claims of a validly signed, unexpired token, or AuthenticationFailed."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise exceptions.AuthenticationFailed("Invalid token.") from None
+    alg = header.get("alg")
+    if alg == "RS256" and settings.JWT_PUBLIC_KEY:
+        key, algorithms = settings.JWT_PUBLIC_KEY, ["RS256"]
+    elif alg == "HS256":
+        key, algorithms = settings.JWT_SIGNING_KEY, ["HS256"]
+    else:
+        raise exceptions.AuthenticationFailed("Unsupported token algorithm.")
+    try:
+        claims: dict[str, Any] = jwt.decode(token, key, algorithms=algorithms,
+                                            options={"require": ["sub", "exp"],
+                                                     "verify_aud": False})
+    except jwt.ExpiredSignatureError:
+        raise exceptions.AuthenticationFailed("Token expired.") from None
+    except jwt.PyJWTError:
+        raise exceptions.AuthenticationFailed("Invalid token.") from None
+    token_type = claims.get("type")
+    if expected_type == "access" and token_type not in (None, "access"):
+        raise exceptions.AuthenticationFailed("Not an access token.")
+    if expected_type == "refresh" and token_type != "refresh":
+        raise exceptions.AuthenticationFailed("Not a refresh token.")
+    return claims
+
+
+class ApiAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <JWT | ek_ key>` or `X-API-Key: ek_...`.
+
+    It is the first authentication class, so its `WWW-Authenticate` makes DRF answer 401.
+    """
+
+    def authenticate(self, request: Request) -> tuple[User, str] | None:
+        raw_key = request.headers.get("X-API-Key")
+        header = request.headers.get("Authorization", "")
+        if not raw_key and header:
+            scheme, _, credential = header.partition(" ")
+            if scheme.lower() != "bearer" or not credential.strip():
+                raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <token>'.")
+            credential = credential.strip()
+            if credential.startswith(API_KEY_PREFIX):
+                raw_key = credential
+            else:
+                claims = decode_token(credential)
+                user = user_for_sub(sub=str(claims["sub"]))
+                if not user.is_active:
+                    raise exceptions.AuthenticationFailed("User inactive.")
+                return user, "jwt"
+        if raw_key:
+            user = api_key_authenticate(raw=raw_key)
+            if user is None:
+                raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+            return user, "api_key"
+        return None
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class ApiAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "emprops.authentication.ApiAuthentication"
+    name = ["ApiKey", "Bearer"]
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
+        return [
+            {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or ek_ API key"},
+        ]

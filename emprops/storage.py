@@ -1,0 +1,49 @@
+"""Where outputs live: one function derives every public URL from a storage key (SPEC section 8)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+
+def public_url(key: str) -> str:
+    """`CDN_URL + key` when a CDN base is set, else the storage's own URL."""
+    if settings.CDN_URL:
+        return settings.CDN_URL.rstrip("/") + "/" + key.lstrip("/")
+    url = default_storage.url(key)
+    if url.startswith("/") and settings.PUBLIC_BASE_URL:
+        return settings.PUBLIC_BASE_URL.rstrip("/") + url
+    return url
+
+
+def save_overwrite(key: str, content: bytes) -> str:
+    """Store bytes at exactly `key`, replacing what is there (a retried run writes the same key)."""
+    if default_storage.exists(key):
+        default_storage.delete(key)
+    saved = default_storage.save(key, ContentFile(content))
+    if saved != key:  # a racing writer took the name between delete and save
+        default_storage.delete(saved)
+        raise OSError(f"could not store {key}: the storage renamed it to {saved}")
+    return key
+
+
+def read(key: str) -> bytes:
+    with default_storage.open(key, "rb") as fh:
+        data: bytes = fh.read()
+    return data
+
+
+def key_for_url(url: str) -> str | None:
+    """The storage key behind one of our own public URLs, or None for anything else."""
+    prefixes = []
+    if settings.CDN_URL:
+        prefixes.append(settings.CDN_URL.rstrip("/") + "/")
+    base = default_storage.url("")
+    prefixes.append(base)
+    if base.startswith("/") and settings.PUBLIC_BASE_URL:
+        prefixes.append(settings.PUBLIC_BASE_URL.rstrip("/") + base)
+    for prefix in prefixes:
+        if prefix and url.startswith(prefix):
+            return url[len(prefix):].split("?", 1)[0]
+    return None

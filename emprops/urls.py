@@ -1,0 +1,29 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+from django.views.static import serve
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from emprops.api import api_not_found
+
+api_patterns = [
+    path("", include("emprops.accounts.api.urls")),
+    path("", include("collections_app.api.urls")),
+    path("", include("workflows_app.api.urls")),
+    path("", include("jobs_app.api.urls")),
+    path("", include("generation_app.api.urls")),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^.*$", api_not_found),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
+    re_path(r"^api$", api_not_found),
+    # local file storage is served by the platform (S3/CDN serve themselves)
+    re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
+]
+
+handler404 = "emprops.api.api_not_found"
+handler500 = "emprops.api.server_error"

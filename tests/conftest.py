@@ -1,0 +1,67 @@
+"""Shared fixtures. The suite runs inside `python -m emprops.embedded exec` (see the Makefile),
+which starts PostgreSQL and Redis under var/test/ and points DATABASE_URL / REDIS_URL at them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(settings: Any) -> Iterator[None]:
+    """Nothing in cache, throttling or event channels leaks from one test into the next."""
+    import redis
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+    redis.Redis.from_url(settings.EVENTS_REDIS_URL).flushdb()
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., Any]:
+    from emprops.accounts.services import user_provision
+
+    def make(name: str, **kwargs: Any) -> Any:
+        return user_provision(username=name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., Any]) -> Any:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., Any]) -> Any:
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff(make_user: Callable[..., Any]) -> Any:
+    return make_user("staffer", is_staff=True)
+
+
+@pytest.fixture
+def api_for(db: Any) -> Callable[[Any], APIClient]:
+    """An API client authenticated with a fresh API key of `user` (None: anonymous)."""
+    from emprops.accounts.services import api_key_create
+
+    def make(user: Any) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            _, raw = api_key_create(user=user, name="test")
+            client.credentials(HTTP_X_API_KEY=raw)
+        return client
+
+    return make
+
+
+def pytest_report_header(config: Any) -> str:
+    return f"database: {os.environ.get('DATABASE_URL', '?')}  redis: {os.environ.get('REDIS_URL', '?')}"
