@@ -412,7 +412,8 @@ def _validate_steps(
                 _check_ref_shape(value, f"{at}.nodePayload.{key}", error)
 
     # Second pass, now that every id is known: refs and mentions may point to later steps.
-    step_ids = set(index_of)
+    # the hidden variables step (953) is always there, whether or not `steps` lists it
+    step_ids = set(index_of) | {VARIABLES_STEP_ID}
     deps: dict[int, set[int]] = {}
     edge_keys: dict[tuple[int, int], str] = {}
     previous: list[int] = []

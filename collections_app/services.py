@@ -46,7 +46,7 @@ def generation_input_validate(data: Any) -> dict[str, Any]:
     try:
         return gi.validate(data, node_form=node_form)
     except gi.GenerationInputError as exc:
-        raise GraphError(f"Invalid GenerationInput: {exc}", details=exc.details) from None
+        raise GraphError(str(exc), details=exc.details) from None
 
 
 def _assign_components(collection: Collection, data: dict[str, Any], *,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -16,22 +16,50 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RequestIdMiddleware:
+class _Middleware:
+    """Sync and async capable, so SSE streams under ASGI are not forced through a thread."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        early = self.before(request)
+        if early is not None:
+            return self.after(request, early)
+        return self.after(request, self.get_response(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        early = self.before(request)
+        if early is not None:
+            return self.after(request, early)
+        return self.after(request, await self.get_response(request))
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class RequestIdMiddleware(_Middleware):
     """Gives every request an id (or keeps a sane incoming `X-Request-ID`), echoed in the response."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def before(self, request: HttpRequest) -> HttpResponse | None:
         incoming = request.headers.get("X-Request-ID", "")
         rid = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         request.request_id = rid  # type: ignore[attr-defined]
-        token = request_id_var.set(rid)
-        try:
-            response = self.get_response(request)
-        finally:
-            request_id_var.reset(token)
-        response["X-Request-ID"] = rid
+        request_id_var.set(rid)
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
         return response
 
 
@@ -44,27 +72,25 @@ def envelope_error(message: str, status: int, *, request: HttpRequest | None = N
     return JsonResponse(body, status=status)
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(_Middleware):
     """Refuses API bodies over MAX_BODY_BYTES with an enveloped 413 before anything parses them."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/"):
-            limit = settings.MAX_BODY_BYTES
-            if request.content_type == "multipart/form-data":
-                limit = settings.MAX_UPLOAD_BYTES + 64 * 1024
-            try:
-                length = int(request.META.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                return envelope_error("Invalid Content-Length header.", 400, request=request)
-            if length > limit:
-                return envelope_error(
-                    f"Request body too large: {length} bytes, the limit is {limit} bytes.",
-                    413, request=request, details={"limit": limit},
-                )
-        return self.get_response(request)
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        if not request.path.startswith("/api/"):
+            return None
+        limit = settings.MAX_BODY_BYTES
+        if request.content_type == "multipart/form-data":
+            limit = settings.MAX_UPLOAD_BYTES + 64 * 1024
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return envelope_error("Invalid Content-Length header.", 400, request=request)
+        if length > limit:
+            return envelope_error(
+                f"Request body too large: {length} bytes, the limit is {limit} bytes.",
+                413, request=request, details={"limit": limit},
+            )
+        return None
 
 
 class RequestIdLogFilter(logging.Filter):
@@ -101,7 +127,3 @@ class RedactSecretsFilter(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, None
         return True
-
-
-def json_body(request: HttpRequest) -> object:
-    return json.loads(request.body or b"null")

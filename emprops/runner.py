@@ -61,7 +61,6 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
     os.environ.update(env)
 
     _manage(env, "migrate", "--noinput")
-    _manage(env, "collectstatic", "--noinput")
     demo = json.loads(_manage(env, "bootstrap_demo", "--json").strip().splitlines()[-1])
 
     queues = all_queues()

@@ -76,7 +76,6 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
@@ -84,7 +83,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
-    "django_eventstream",
     "emprops.accounts",
     "workflows_app",
     "collections_app",
@@ -97,7 +95,6 @@ MIDDLEWARE = [
     "emprops.middleware.BodySizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -147,7 +144,7 @@ STORAGES = {
         "BACKEND": _storage_backend or "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"file_overwrite": True} if "s3" in _storage_backend.lower() else {},
     },
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 AWS_S3_ENDPOINT_URL = os.environ.get("AWS_S3_ENDPOINT_URL")
 AWS_QUERYSTRING_AUTH = _env_bool("AWS_QUERYSTRING_AUTH", False)
@@ -272,7 +269,6 @@ LLM_MODEL = os.environ.get("LLM_MODEL", "gpt-4o-mini")
 LLM_TIMEOUT_SECONDS = float(os.environ.get("LLM_TIMEOUT_SECONDS", "60"))
 
 # ---- events ---------------------------------------------------------------------------------
-EVENTSTREAM_STORAGE_CLASS = "jobs_app.events.JobEventStorage"
 EVENTS_HEARTBEAT_SECONDS = float(os.environ.get("EVENTS_HEARTBEAT_SECONDS", "15"))
 
 # ---- logging --------------------------------------------------------------------------------
@@ -297,5 +293,13 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "uvicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}
+
+CELERY_BEAT_SCHEDULE = {
+    "reap-node-runs": {
+        "task": "generation.reap",
+        "schedule": REAPER_INTERVAL_SECONDS,
+        "options": {"queue": "engine", "expires": max(5.0, REAPER_INTERVAL_SECONDS * 2)},
     },
 }

@@ -29,6 +29,8 @@ class Job(models.Model):
     progress = models.IntegerField(default=0)
     priority = models.IntegerField(default=5)
     data = models.JSONField(default=dict)
+    # the GenerationInput as it was when the request was accepted (later edits don't change runs)
+    input = models.JSONField(null=True, blank=True)
     error_message = models.TextField(null=True, blank=True)
     retry_count = models.IntegerField(default=0)
     max_retries = models.IntegerField(default=3)
@@ -68,6 +70,7 @@ class Generation(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
                               db_index=True)
     variables = models.JSONField(default=dict)
+    position = models.BigIntegerField(default=0)  # order among the user's waiting generations
     outputs = models.JSONField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)
     failure_type = models.CharField(max_length=32, null=True, blank=True)
@@ -104,6 +107,7 @@ class NodeRun(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
+    announced_at = models.DateTimeField(null=True, blank=True)
     progress = models.FloatField(default=0)
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)

@@ -65,3 +65,37 @@ def api_for(db: Any) -> Callable[[Any], APIClient]:
 
 def pytest_report_header(config: Any) -> str:
     return f"database: {os.environ.get('DATABASE_URL', '?')}  redis: {os.environ.get('REDIS_URL', '?')}"
+
+
+@pytest.fixture
+def purge_broker(settings: Any) -> None:
+    import redis
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+@pytest.fixture
+def worker(transactional_db: Any, purge_broker: None, tmp_path: Any) -> Iterator[Any]:
+    """A real Celery worker subprocess consuming every queue, with the reaper running."""
+    from tests.workers import WorkerProcess
+
+    proc = WorkerProcess(tmp_path).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def start_worker(transactional_db: Any, purge_broker: None, tmp_path: Any) -> Iterator[Any]:
+    """Start workers with custom settings: `start_worker(env={...})`; all are stopped after."""
+    from tests.workers import WorkerProcess
+
+    started: list[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        proc = WorkerProcess(tmp_path, **kwargs).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

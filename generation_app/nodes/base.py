@@ -79,6 +79,8 @@ class RunContext:
     attempt: int = 1
     # a string unique to this node run, stable across redeliveries
     run_key: str = ""
+    # platform configuration a node may need (LLM endpoint, time limits, allow-lists ...)
+    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Node:

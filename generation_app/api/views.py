@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from uuid import UUID
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from generation_app.api import serializers as s
+from generation_app.services import control
+from generation_app.services.requests import generation_request
+from jobs_app.api.serializers import JobOutputSerializer
+
+
+class CollectionGenerateView(APIView):
+    @extend_schema(request=s.GenerationRequestInputSerializer,
+                   responses={202: s.GenerationRequestOutputSerializer},
+                   summary="Start generations of a collection: one job holding all of them")
+    def post(self, request: Request, collection_id: UUID) -> Response:
+        body = s.GenerationRequestInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        job = generation_request(user=request.user, collection_id=collection_id,
+                                 variables=v.get("variables"),
+                                 workflow_priority=v.get("workflow_priority"),
+                                 count=v.get("count"), hashes=v.get("hashes"))
+        return Response({"jobId": str(job.id)}, status=status.HTTP_202_ACCEPTED)
+
+
+class JobCancelView(APIView):
+    @extend_schema(request=None, responses=JobOutputSerializer, summary="Cancel a job")
+    def post(self, request: Request, job_id: UUID) -> Response:
+        job = control.job_cancel(user=request.user, job_id=job_id)
+        return Response(JobOutputSerializer(job).data)
+
+
+class JobRetryView(APIView):
+    @extend_schema(request=None, responses=JobOutputSerializer,
+                   summary="Re-run the failed generations of a job")
+    def post(self, request: Request, job_id: UUID) -> Response:
+        job = control.job_retry(user=request.user, job_id=job_id)
+        return Response(JobOutputSerializer(job).data)

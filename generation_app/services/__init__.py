@@ -1,0 +1,1 @@
+"""generation_app services: accepting generation requests, running node runs, control, reaping."""

@@ -1,0 +1,579 @@
+"""Running node runs: claim, execute, record, advance. The database is the record of pending work.
+
+A node run is claimed with a conditional UPDATE that sets a lease; while the node runs, a
+heartbeat renews the lease. Completion is a conditional UPDATE on (status=running, attempt), so a
+run whose claim was lost (cancelled, or reaped after its worker died) cannot record anything.
+Outputs are written to deterministic storage keys and upserted by key, and history rows carry a
+dedupe key, so a redelivered run leaves exactly one file, one row and one charge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mimetypes
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from collections_app.models import Component, ComponentFlatFile, FlatFile
+from emprops import storage
+from emprops.accounts import services as accounts
+from generation_app.engine import richtext
+from generation_app.engine.dag import build_dag
+from generation_app.engine.refs import RefError, resolve_payload
+from generation_app.nodes.base import NodeError, NodeOutput, RunContext
+from generation_app.nodes.registry import VARIABLES_STEP_ID, node_class, runs_inline
+from generation_app.services.steps import prompt_keys_for, workflow_snapshot
+from jobs_app import services as jobs
+from jobs_app.models import Generation, Job, NodeRun
+from workflows_app.models import UserApiSecret
+from workflows_app.selectors import workflows_by_name
+
+logger = logging.getLogger(__name__)
+
+DONE = (NodeRun.Status.COMPLETED, NodeRun.Status.SKIPPED)
+Announce = tuple[int, str, int]  # (node run id, queue, priority)
+
+
+# ---- the graph of a job ------------------------------------------------------------------------
+
+_deps_cache: OrderedDict[uuid.UUID, dict[int, set[int]]] = OrderedDict()
+
+
+def job_deps(job: Job) -> dict[int, set[int]]:
+    """Step dependencies of a job's (immutable) input, cached per process."""
+    cached = _deps_cache.get(job.id)
+    if cached is not None:
+        return cached
+    steps = [s for s in (job.input or {}).get("steps") or []
+             if isinstance(s, dict) and s.get("id") != VARIABLES_STEP_ID]
+    workflows = workflows_by_name(names={s.get("nodeName") for s in steps})
+    from collections_app.generation_input import COMPONENT_READERS
+
+    deps = build_dag(steps, reads_all_components=COMPONENT_READERS.__contains__,
+                     prompt_keys=prompt_keys_for(workflows))
+    _deps_cache[job.id] = deps
+    if len(_deps_cache) > 256:
+        _deps_cache.popitem(last=False)
+    return deps
+
+
+def _step(job: Job, step_id: int) -> dict[str, Any]:
+    for s in (job.input or {}).get("steps") or []:
+        if s.get("id") == step_id:
+            return dict(s)
+    raise KeyError(step_id)
+
+
+# ---- announcing work ----------------------------------------------------------------------------
+
+def _announce_on_commit(items: list[Announce]) -> None:
+    if not items:
+        return
+
+    def send() -> None:
+        from generation_app.tasks import announce
+
+        for run_id, queue, priority in items:
+            announce(run_id, queue, priority)
+
+    transaction.on_commit(send)
+
+
+def _queue_ready(job: Job, gid: int) -> list[Announce]:
+    """Mark the generation's blocked runs whose dependencies are done as queued."""
+    runs = list(NodeRun.objects.filter(job=job, gid=gid).values("id", "step_id", "status"))
+    done = {r["step_id"] for r in runs if r["status"] in DONE}
+    deps = job_deps(job)
+    ready_ids = [r["id"] for r in runs if r["status"] == NodeRun.Status.BLOCKED
+                 and all(d in done or d == VARIABLES_STEP_ID for d in deps.get(r["step_id"], ()))]
+    if not ready_ids:
+        return []
+    now = timezone.now()
+    NodeRun.objects.filter(id__in=ready_ids, status=NodeRun.Status.BLOCKED).update(
+        status=NodeRun.Status.QUEUED, queued_at=now, announced_at=now)
+    return [(r.id, r.queue, job.priority)
+            for r in NodeRun.objects.filter(id__in=ready_ids).only("id", "queue")]
+
+
+def _user_lock(user_id: Any) -> None:
+    key = int.from_bytes(hashlib.sha256(f"gen-cap:{user_id}".encode()).digest()[:8], "big",
+                         signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def admit_waiting(*, user_id: Any) -> None:
+    """Start the user's oldest waiting generations while they are under their running cap.
+
+    The cap is per user, so one user's flood never holds back another user's work.
+    """
+    with transaction.atomic():
+        _user_lock(user_id)
+        active = Generation.objects.filter(
+            job__user_id=user_id,
+            status__in=(Generation.Status.PENDING, Generation.Status.PROCESSING)).count()
+        slots = settings.MAX_RUNNING_GENERATIONS_PER_USER - active
+        if slots <= 0:
+            return
+        waiting = list(Generation.objects.filter(job__user_id=user_id,
+                                                 status=Generation.Status.WAITING)
+                       .select_related("job").order_by("job__created_at", "job_id", "gid")[:slots])
+        items: list[Announce] = []
+        for gen in waiting:
+            Generation.objects.filter(pk=gen.pk, status=Generation.Status.WAITING).update(
+                status=Generation.Status.PENDING)
+            items += _queue_ready(gen.job, gen.gid)
+        _announce_on_commit(items)
+
+
+# ---- claiming ------------------------------------------------------------------------------------
+
+def node_run_claim(*, run_id: int, worker: str) -> NodeRun | None:
+    """Take a run for this worker: queued and due, or running with an expired lease."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.NODE_LEASE_SECONDS)
+    claimable = (Q(status=NodeRun.Status.QUEUED)
+                 & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))) \
+        | Q(status=NodeRun.Status.RUNNING, lease_until__lt=now)
+    claimed = NodeRun.objects.filter(Q(pk=run_id) & claimable).update(
+        status=NodeRun.Status.RUNNING, attempt=F("attempt") + 1, lease_until=lease,
+        started_at=now, worker=worker[:200], next_attempt_at=None)
+    if not claimed:
+        return None
+    return NodeRun.objects.select_related("job").get(pk=run_id)
+
+
+class _Heartbeat:
+    """Renews a running node's lease and notices cancellation while the node works."""
+
+    def __init__(self, run: NodeRun) -> None:
+        self.run = run
+        self.cancelled = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"lease-{run.pk}")
+        self._last_progress = 0.0
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        interval = max(0.5, settings.NODE_LEASE_SECONDS / 3)
+        try:
+            while not self._stop.wait(interval):
+                lease = timezone.now() + timedelta(seconds=settings.NODE_LEASE_SECONDS)
+                alive = NodeRun.objects.filter(pk=self.run.pk, status=NodeRun.Status.RUNNING,
+                                               attempt=self.run.attempt).update(lease_until=lease)
+                if not alive:
+                    self.cancelled.set()
+        finally:
+            connection.close()
+
+    def progress(self, fraction: float) -> None:
+        now = timezone.now().timestamp()
+        if now - self._last_progress < 1.0 and fraction < 1.0:
+            return
+        self._last_progress = now
+        try:
+            node_run_progress(run=self.run, fraction=fraction)
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                connection.close()
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+def _outputs_so_far(job: Job, gid: int, variables: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    outputs: dict[int, dict[str, Any]] = {VARIABLES_STEP_ID: {"data": dict(variables),
+                                                              "mimeType": None}}
+    for step_id, output in NodeRun.objects.filter(
+            job=job, gid=gid, status=NodeRun.Status.COMPLETED).values_list("step_id", "output"):
+        if output is not None:
+            outputs[step_id] = output
+    return outputs
+
+
+def _component_texts(outputs: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
+    texts = {}
+    for step_id, out in outputs.items():
+        data = out.get("data")
+        if isinstance(data, str):
+            texts[step_id] = data
+        elif data is not None and step_id != VARIABLES_STEP_ID:
+            texts[step_id] = str(data)
+        elif out.get("src"):
+            texts[step_id] = str(out["src"])
+    return texts
+
+
+def resolve_step_payload(*, step: Mapping[str, Any], workflow: Mapping[str, Any] | None,
+                         outputs: Mapping[int, Mapping[str, Any]], variables: Mapping[str, str],
+                         seed: int) -> dict[str, Any]:
+    """`$ref`s resolved with jq, rich-text prompts rendered, `seed` filled from the generation."""
+    payload = resolve_payload(step.get("nodePayload") or {}, outputs)
+    form = ((workflow or {}).get("data") or {}).get("form")
+    from workflows_app.forms import prompt_fields
+
+    prompt_keys = {"prompt", *prompt_fields(form)}
+    texts = _component_texts(outputs)
+    for key in prompt_keys:
+        value = payload.get(key)
+        if isinstance(value, str):
+            payload[key] = richtext.render(value, variables=variables, components=texts)
+    if payload.get("seed") in (None, ""):
+        payload["seed"] = seed
+    return payload
+
+
+def _config() -> dict[str, Any]:
+    return {
+        "LLM_BASE_URL": settings.LLM_BASE_URL, "LLM_API_KEY": settings.LLM_API_KEY,
+        "LLM_MODEL": settings.LLM_MODEL, "LLM_TIMEOUT_SECONDS": settings.LLM_TIMEOUT_SECONDS,
+        "OUTBOUND_ALLOW_HOSTS": list(settings.OUTBOUND_ALLOW_HOSTS),
+        "MEDIA_URL": settings.MEDIA_URL,
+    }
+
+
+def _user_secret(user_id: Any, workflow_name: str) -> str | None:
+    row = UserApiSecret.objects.filter(user_id=user_id, workflow_name=workflow_name).first()
+    if row is None:
+        return None
+    from workflows_app.secrets import decrypt
+
+    return decrypt(row.encrypted_value)
+
+
+def node_run_execute(*, run_id: int, worker: str) -> list[int]:
+    """Claim and run one node run; return ready runs the caller may run inline next."""
+    run = node_run_claim(run_id=run_id, worker=worker)
+    if run is None:
+        return []
+    job = run.job
+    if job.status in Job.FINISHED:
+        NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING).update(
+            status=NodeRun.Status.CANCELLED, lease_until=None)
+        return []
+    if run.attempt > settings.NODE_MAX_ATTEMPTS:
+        return node_run_fail(run=run, error=NodeError(
+            f"Gave up after {run.attempt - 1} attempts (the worker was lost each time).",
+            failure_type="INTERNAL"))
+    gen = Generation.objects.get(job=job, gid=run.gid)
+    _mark_started(run=run, job=job, gen=gen)
+    step = _step(job, run.step_id)
+    wf_row = workflows_by_name(names=[run.node_name]).get(run.node_name)
+    workflow = workflow_snapshot(wf_row)
+    outputs = _outputs_so_far(job, run.gid, gen.variables)
+    try:
+        payload = resolve_step_payload(step=step, workflow=workflow, outputs=outputs,
+                                       variables=gen.variables, seed=gen.seed)
+        node = node_class(run.node_name, workflow["type"] if workflow else None)()
+    except RefError as exc:
+        return node_run_fail(run=run, error=NodeError(str(exc), failure_type="VALIDATION_ERROR"))
+    except KeyError:
+        return node_run_fail(run=run, error=NodeError(
+            f"Unknown node '{run.node_name}' (its workflow was deleted?)",
+            failure_type="VALIDATION_ERROR"))
+    aliases = _aliases(job)
+    components = {sid: out for sid, out in outputs.items() if sid != VARIABLES_STEP_ID}
+    with _Heartbeat(run) as heartbeat:
+        ctx = RunContext(
+            user_id=str(job.user_id), job_id=str(job.id), gid=run.gid, step_id=run.step_id,
+            node_name=run.node_name, alias=run.alias, hash=gen.hash, seed=gen.seed,
+            variables=dict(gen.variables), components=components, aliases=aliases,
+            read_output=_own_output_reader(job), report_progress=heartbeat.progress,
+            is_cancelled=heartbeat.cancelled.is_set, workflow=workflow,
+            user_secret=_user_secret(job.user_id, run.node_name) if workflow else None,
+            attempt=run.attempt, run_key=f"{job.id}:{run.gid}:{run.step_id}", config=_config(),
+        )
+        try:
+            result = node.run(payload, ctx)
+        except NodeError as exc:
+            return node_run_fail(run=run, error=exc)
+        except Exception as exc:  # a bug or an unexpected library error: retried, then failed
+            logger.exception("node %s of job %s failed unexpectedly", run.node_name, job.id)
+            return node_run_fail(run=run, error=NodeError(
+                f"Internal error: {type(exc).__name__}", retryable=True, failure_type="INTERNAL"))
+    return node_run_complete(run=run, result=result, payload=payload)
+
+
+def _aliases(job: Job) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in (job.input or {}).get("steps") or []:
+        if s.get("id") == VARIABLES_STEP_ID:
+            continue
+        out.setdefault(str(s.get("nodeName")), s["id"])
+        if s.get("alias"):
+            out[str(s["alias"])] = s["id"]
+    return out
+
+
+def _own_output_reader(job: Job) -> Callable[[str], bytes]:
+    prefix = f"generations/{job.user_id}/{job.id}/"
+
+    def read(key: str) -> bytes:
+        if not key.startswith(prefix) or ".." in key:
+            raise PermissionError("not an output of this job")
+        return storage.read(key)
+
+    return read
+
+
+def _mark_started(*, run: NodeRun, job: Job, gen: Generation) -> None:
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.status == Job.Status.PENDING:
+            locked.status = Job.Status.PROCESSING
+            locked.started_at = timezone.now()
+            locked.save(update_fields=["status", "started_at", "updated_at"])
+            jobs.job_changed(job=locked)
+        Generation.objects.filter(pk=gen.pk, status=Generation.Status.PENDING).update(
+            status=Generation.Status.PROCESSING, started_at=timezone.now())
+        jobs.history_add(job=locked, status="processing", message="Node started",
+                         data={"gid": run.gid, "node": run.node_name, "nodeId": run.step_id},
+                         retry_attempt=run.attempt - 1,
+                         # one row per node (per job retry), however often it is redelivered
+                         dedupe_key=f"start:{run.gid}:{run.step_id}:{locked.retry_count}")
+
+
+def storage_key(*, job: Job, gid: int, step_id: int, filename: str) -> str:
+    return f"generations/{job.user_id}/{job.id}/{gid}/{step_id}/{filename}"
+
+
+def _store_files(run: NodeRun, job: Job, result: NodeOutput) -> dict[str, tuple[str, str]]:
+    """Write each file at its deterministic key (overwrite): name -> (key, mime type)."""
+    stored = {}
+    for f in result.files:
+        safe = f.filename.replace("/", "_").replace("..", "_")
+        key = storage_key(job=job, gid=run.gid, step_id=run.step_id, filename=safe)
+        storage.save_overwrite(key, f.content)
+        stored[f.filename] = (key, f.mime_type or mimetypes.guess_type(safe)[0] or
+                              "application/octet-stream")
+    return stored
+
+
+def _step_output(result: NodeOutput, stored: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"mimeType": result.mime_type}
+    if result.src_file and result.src_file in stored:
+        key, mime = stored[result.src_file]
+        out["src"] = storage.public_url(key)
+        out["mimeType"] = result.mime_type or mime
+    elif stored and not result.src_file:
+        key, mime = next(iter(stored.values()))
+        out["src"] = storage.public_url(key)
+    if result.data is not None:
+        out["data"] = result.data
+    if result.alt_file and result.alt_file in stored:
+        key, mime = stored[result.alt_file]
+        out["altSrc"] = storage.public_url(key)
+        out["altMimeType"] = mime
+    out.update(result.extra)
+    return out
+
+
+def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str, Any]) -> list[int]:
+    job = run.job
+    stored = _store_files(run, job, result)  # idempotent: same keys on every attempt
+    output = _step_output(result, stored)
+    inline: list[int] = []
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        won = NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
+                                     attempt=run.attempt).update(
+            status=NodeRun.Status.COMPLETED, output=output, progress=1.0,
+            completed_at=timezone.now(), lease_until=None, error=None)
+        if not won:  # cancelled or taken over meanwhile: this attempt records nothing
+            return []
+        gen = Generation.objects.select_for_update().get(job=locked, gid=run.gid)
+        _record_files(run=run, job=locked, gen=gen, stored=stored, output=output)
+        jobs.history_add(job=locked, status="processing",
+                         message=f"Node {run.node_name} completed",
+                         data={"gid": run.gid, "node": run.node_name, "nodeId": run.step_id,
+                               "output": output},
+                         retry_attempt=run.attempt - 1,
+                         dedupe_key=f"done:{run.gid}:{run.step_id}:{locked.retry_count}")
+        items = _queue_ready(locked, run.gid)
+        remaining = NodeRun.objects.filter(job=locked, gid=run.gid).exclude(
+            status__in=DONE).exists()
+        if not remaining:
+            _generation_completed(job=locked, gen=gen)
+        _update_progress(locked)
+        for item in items:
+            step = _step(locked, NodeRun.objects.values_list("step_id", flat=True).get(pk=item[0]))
+            if item[1] == "engine" and runs_inline(step["nodeName"], step.get("nodePayload") or {}):
+                inline.append(item[0])
+        _announce_on_commit([i for i in items if i[0] not in inline])
+    return inline
+
+
+def _record_files(*, run: NodeRun, job: Job, gen: Generation,
+                  stored: Mapping[str, tuple[str, str]], output: Mapping[str, Any]) -> None:
+    collection_id = (job.data or {}).get("collectionId")
+    gen_in = dict(job.input or {})
+    gen_in["generations"] = {"hashes": [gen.hash], "generations": 1, "use_custom_hashes": True}
+    component = Component.objects.filter(pk=run.step_id).first()
+    for name, (key, mime) in stored.items():
+        flat, _ = FlatFile.objects.update_or_create(
+            storage_key=key,
+            defaults={"user_id": job.user_id, "name": name, "mime_type": mime,
+                      "rel_type": "component_test", "rel_id": f"{collection_id}_{run.step_id}",
+                      "gen_in_data": gen_in, "gen_out_data": dict(output), "job_id": job.id},
+        )
+        if component is not None:
+            ComponentFlatFile.objects.get_or_create(component=component, flat_file=flat)
+
+
+def _generation_output(job: Job, gen: Generation) -> dict[str, Any]:
+    runs = {r.step_id: r for r in NodeRun.objects.filter(job=job, gid=gen.gid)}
+    steps = []
+    for s in (job.input or {}).get("steps") or []:
+        r = runs.get(s.get("id"))
+        if r is None or r.status != NodeRun.Status.COMPLETED:
+            continue
+        steps.append({"id": s["id"], "nodeName": s["nodeName"], "nodeAlias": s.get("alias"),
+                      "nodeResponse": r.output})
+    return {"id": str(job.id), "generation": {"id": gen.gid, "hash": gen.hash}, "steps": steps}
+
+
+def _generation_completed(*, job: Job, gen: Generation) -> None:
+    if gen.status in Generation.FINISHED:
+        return
+    output = _generation_output(job, gen)
+    gen.status = Generation.Status.COMPLETED
+    gen.outputs = output
+    gen.completed_at = timezone.now()
+    gen.save(update_fields=["status", "outputs", "completed_at"])
+    data = dict(job.data or {})
+    outputs = [o for o in data.get("outputs") or [] if o["generation"]["id"] != gen.gid]
+    outputs.append(output)
+    data["outputs"] = sorted(outputs, key=lambda o: o["generation"]["id"])
+    job.data = data
+    job.save(update_fields=["data", "updated_at"])
+    accounts.credits_charge_generation(job_id=job.id, gid=gen.gid,
+                                       comment=f"{job.name} (generation {gen.gid})")
+    jobs.history_add(job=job, status="completed", message="Generation completed successfully",
+                     data={"gid": gen.gid, "outputs": output},
+                     dedupe_key=f"gen-done:{gen.gid}:{job.retry_count}")
+    _after_generation_finished(job)
+
+
+def _after_generation_finished(job: Job) -> None:
+    transaction.on_commit(lambda: admit_waiting(user_id=job.user_id))
+    statuses = list(Generation.objects.filter(job=job).values_list("status", flat=True))
+    if any(s not in Generation.FINISHED for s in statuses):
+        return
+    now = timezone.now()
+    if Generation.Status.FAILED in statuses:
+        failed = Generation.objects.filter(job=job, status=Generation.Status.FAILED).order_by(
+            "gid").first()
+        job.status = Job.Status.FAILED
+        job.error_message = failed.error if failed else "Generation failed"
+    elif Generation.Status.CANCELLED in statuses:
+        job.status = Job.Status.CANCELLED
+    else:
+        job.status = Job.Status.COMPLETED
+        job.error_message = None
+    job.completed_at = now
+    job.save(update_fields=["status", "error_message", "completed_at", "updated_at"])
+    accounts.credits_release_job(job_id=job.id)
+
+
+def _update_progress(job: Job) -> None:
+    runs = list(NodeRun.objects.filter(job=job).values_list("status", "progress"))
+    if not runs:
+        return
+    total = sum(1.0 if s in DONE else (p or 0.0) for s, p in runs)
+    progress = int(100 * total / len(runs))
+    if job.status == Job.Status.COMPLETED:
+        progress = 100
+    job.progress = progress
+    job.save(update_fields=["progress", "updated_at"])
+    jobs.job_changed(job=job)
+
+
+def node_run_progress(*, run: NodeRun, fraction: float) -> None:
+    """Record a running node's progress (0-1) and the job's mean progress."""
+    fraction = max(0.0, min(1.0, float(fraction)))
+    with transaction.atomic():
+        updated = NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
+                                         attempt=run.attempt).update(progress=fraction)
+        if not updated:
+            return
+        job = Job.objects.select_for_update().get(pk=run.job_id)
+        if job.status in Job.FINISHED:
+            return
+        _update_progress(job)
+
+
+def backoff_seconds(attempt: int) -> float:
+    return float(min(60, 2 ** max(0, attempt - 1)))
+
+
+def node_run_fail(*, run: NodeRun, error: NodeError) -> list[int]:
+    """A transient error with attempts left goes back to the queue with `next_attempt_at`;
+    otherwise the run and its generation fail."""
+    job = run.job
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if error.retryable and run.attempt < settings.NODE_MAX_ATTEMPTS \
+                and locked.status not in Job.FINISHED:
+            retry_at = timezone.now() + timedelta(seconds=backoff_seconds(run.attempt))
+            NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
+                                   attempt=run.attempt).update(
+                status=NodeRun.Status.QUEUED, next_attempt_at=retry_at, lease_until=None,
+                error=error.message[:2000], queued_at=timezone.now(), announced_at=None)
+            logger.info("node %s of job %s failed (attempt %s), retrying: %s", run.node_name,
+                        job.id, run.attempt, error.message)
+            return []
+        won = NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
+                                     attempt=run.attempt).update(
+            status=NodeRun.Status.FAILED, error=error.message[:2000], lease_until=None,
+            completed_at=timezone.now())
+        if not won:
+            return []
+        gen = Generation.objects.select_for_update().get(job=locked, gid=run.gid)
+        generation_fail(job=locked, gen=gen, component=run.alias or run.node_name, error=error)
+        _update_progress(locked)
+    return []
+
+
+def generation_fail(*, job: Job, gen: Generation, component: str, error: NodeError) -> None:
+    """Fail one generation: its other work stops, its hold share is released."""
+    if gen.status in Generation.FINISHED:
+        return
+    message = f"Error in component '{component}': {error.message}"
+    gen.status = Generation.Status.FAILED
+    gen.error = message
+    gen.failure_type = error.failure_type
+    gen.completed_at = timezone.now()
+    gen.save(update_fields=["status", "error", "failure_type", "completed_at"])
+    NodeRun.objects.filter(job=job, gid=gen.gid, status__in=(
+        NodeRun.Status.BLOCKED, NodeRun.Status.QUEUED, NodeRun.Status.RUNNING)).update(
+        status=NodeRun.Status.CANCELLED, lease_until=None)
+    accounts.credits_release_generation(job_id=job.id, gid=gen.gid)
+    jobs.history_add(job=job, status="failed", message=f"Generation failed: {message}",
+                     data={"gid": gen.gid, "error": message, "failure_type": error.failure_type,
+                           "retryable": error.retryable},
+                     dedupe_key=f"gen-failed:{gen.gid}:{job.retry_count}")
+    _after_generation_finished(job)
+
+
+def announce_now(run_id: int, queue: str, priority: int) -> None:
+    """Announce one run immediately (the reaper, outside any request transaction)."""
+    from generation_app.tasks import announce
+
+    transaction.on_commit(lambda: announce(run_id, queue, priority))

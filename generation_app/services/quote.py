@@ -1,0 +1,44 @@
+"""Credit quotes (SPEC section 7): each step's cost from its workflow's credits script."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from emprops.sandbox import credits_cost
+from generation_app.nodes.registry import BUILTIN_NODES, VARIABLES_NODE, VARIABLES_STEP_ID
+from workflows_app.models import Workflow
+from workflows_app.selectors import workflows_by_name
+
+
+def step_cost(step: Mapping[str, Any], workflows: Mapping[str, Workflow]) -> Decimal:
+    name = step.get("nodeName")
+    if name == VARIABLES_NODE or step.get("id") == VARIABLES_STEP_ID or step.get("skip"):
+        return Decimal(0)
+    wf = workflows.get(str(name))
+    payload = step.get("nodePayload") if isinstance(step.get("nodePayload"), dict) else {}
+    if wf is None:
+        return Decimal(1)  # a built-in without a `basic` workflow of its name
+    if name in BUILTIN_NODES and wf.type != Workflow.Type.BASIC:
+        return Decimal(1)
+    return credits_cost((wf.data or {}).get("credits_script"), payload or {})
+
+
+def quote_steps(steps: Iterable[Mapping[str, Any]], *, generations: int) -> dict[str, Any]:
+    """`{per_generation, total_cost, breakdown: [{nodeName, stepId, cost}]}` for `generations`."""
+    steps = [s for s in steps if isinstance(s, Mapping)]
+    workflows = workflows_by_name(names={str(s.get("nodeName")) for s in steps})
+    breakdown = []
+    per_generation = Decimal(0)
+    for step in steps:
+        if step.get("nodeName") == VARIABLES_NODE or step.get("id") == VARIABLES_STEP_ID:
+            continue
+        cost = step_cost(step, workflows)
+        per_generation += cost
+        breakdown.append({"nodeName": step.get("nodeName"), "stepId": step.get("id"),
+                          "cost": float(cost)})
+    total = per_generation * generations
+    return {"per_generation": float(per_generation), "total_cost": float(total),
+            "generations": generations, "breakdown": breakdown,
+            "_per_generation": per_generation}

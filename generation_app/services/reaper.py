@@ -1,0 +1,77 @@
+"""The beat reaper: re-announce work nobody picked up, take back expired leases, enforce limits.
+
+The broker only announces work; this is what makes a lost message or a killed worker harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from generation_app.nodes.base import NodeError
+from generation_app.services import execution
+from jobs_app.models import Generation, Job, NodeRun
+
+logger = logging.getLogger(__name__)
+
+
+def reap() -> dict[str, int]:
+    """One pass; returns counts of what it did (for logs and tests)."""
+    now = timezone.now()
+    counts = {"reannounced": 0, "expired": 0, "no_consumer": 0, "timed_out": 0, "due": 0}
+    # 1. jobs over the maximum run time fail (their running nodes lose their claims)
+    limit = now - timedelta(seconds=settings.MAX_JOB_RUN_SECONDS)
+    for job in Job.objects.filter(status=Job.Status.PROCESSING, started_at__lt=limit)[:100]:
+        _time_out(job)
+        counts["timed_out"] += 1
+    # 2. a queued run nobody consumes for too long fails, naming its queue
+    stale = now - timedelta(seconds=settings.NO_CONSUMER_FAIL_SECONDS)
+    for run in NodeRun.objects.select_related("job").filter(
+            status=NodeRun.Status.QUEUED, next_attempt_at__isnull=True, queued_at__lt=stale,
+            attempt=0)[:100]:
+        NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.QUEUED).update(
+            status=NodeRun.Status.RUNNING, attempt=1)
+        run.attempt = 1
+        execution.node_run_fail(run=run, error=NodeError(
+            f"No worker consumes the queue '{run.queue}' (waited "
+            f"{settings.NO_CONSUMER_FAIL_SECONDS} s).", failure_type="INTERNAL"))
+        counts["no_consumer"] += 1
+    # 3. expired leases: the worker died; the work goes back to the queue
+    expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_until__lt=now)
+    for run in expired.select_related("job")[:500]:
+        if NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
+                                  lease_until__lt=now).update(
+                status=NodeRun.Status.QUEUED, lease_until=None, announced_at=now):
+            execution.announce_now(run.pk, run.queue, run.job.priority)
+            counts["expired"] += 1
+    # 4. queued work never picked up (a lost message) or due after a backoff
+    unclaimed = now - timedelta(seconds=settings.NODE_UNCLAIMED_SECONDS)
+    due = NodeRun.objects.filter(
+        Q(status=NodeRun.Status.QUEUED)
+        & ((Q(next_attempt_at__isnull=True) & (Q(announced_at__lt=unclaimed)
+                                               | Q(announced_at__isnull=True)))
+           | (Q(next_attempt_at__lte=now) & (Q(announced_at__isnull=True)
+                                             | Q(announced_at__lt=unclaimed)))))
+    for run in due.select_related("job")[:500]:
+        if NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.QUEUED).update(
+                announced_at=now):
+            execution.announce_now(run.pk, run.queue, run.job.priority)
+            counts["due" if run.next_attempt_at else "reannounced"] += 1
+    return counts
+
+
+def _time_out(job: Job) -> None:
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.status in Job.FINISHED:
+            return
+        error = NodeError(f"The job ran longer than {settings.MAX_JOB_RUN_SECONDS} s.",
+                          failure_type="TIMEOUT")
+        for gen in Generation.objects.select_for_update().filter(job=locked).exclude(
+                status__in=Generation.FINISHED):
+            execution.generation_fail(job=locked, gen=gen, component="job", error=error)

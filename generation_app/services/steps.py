@@ -1,0 +1,91 @@
+"""What the engine needs to know about a GenerationInput's steps and the workflows they name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from collections_app.generation_input import COMPONENT_READERS
+from emprops.errors import GraphError, Unprocessable
+from generation_app.engine.dag import build_dag, find_cycle
+from generation_app.nodes.registry import BUILTIN_NODES, VARIABLES_NODE, VARIABLES_STEP_ID
+from workflows_app.forms import prompt_fields
+from workflows_app.models import Workflow
+from workflows_app.selectors import workflows_by_name
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    steps: list[dict[str, Any]]  # runnable steps in list order (no variables step, no skipped)
+    skipped: list[dict[str, Any]]
+    deps: dict[int, set[int]]
+    workflows: dict[str, Workflow]
+
+
+def workflow_snapshot(workflow: Workflow | None) -> dict[str, Any] | None:
+    """The workflow fields a node needs, as plain data (nodes never see ORM rows)."""
+    if workflow is None:
+        return None
+    return {
+        "id": str(workflow.id), "name": workflow.name, "type": workflow.type,
+        "data": workflow.data or {}, "output_mime_type": workflow.output_mime_type,
+        "server_url": workflow.server.url if workflow.server_id else None,
+    }
+
+
+def prompt_keys_for(workflows: Mapping[str, Workflow]) -> Any:
+    def keys(name: str) -> frozenset[str]:
+        wf = workflows.get(name)
+        return prompt_fields((wf.data or {}).get("form")) if wf is not None else frozenset()
+
+    return keys
+
+
+def plan_steps(data: Mapping[str, Any]) -> StepPlan:
+    """Runnable steps, their dependency graph and workflows; Unprocessable (422) when a step
+    names a workflow that no longer exists or cannot run."""
+    all_steps = [s for s in data.get("steps") or [] if isinstance(s, dict)]
+    steps = [s for s in all_steps
+             if s.get("id") != VARIABLES_STEP_ID and s.get("nodeName") != VARIABLES_NODE]
+    skipped = [s for s in steps if s.get("skip")]
+    runnable = [s for s in steps if not s.get("skip")]
+    names = {s["nodeName"] for s in runnable if s["nodeName"] not in BUILTIN_NODES}
+    workflows = workflows_by_name(names=names)
+    problems: dict[str, list[str]] = {}
+    for index, step in enumerate(runnable):
+        name = step["nodeName"]
+        if name in BUILTIN_NODES:
+            continue
+        wf = workflows.get(name)
+        at = f"steps[{index}].nodeName"
+        if wf is None:
+            problems[at] = [f"Workflow '{name}' no longer exists."]
+        elif wf.type not in Workflow.EXECUTABLE_TYPES:
+            problems[at] = [f"Workflow '{name}' is of type '{wf.type}', which cannot run."]
+        elif not wf.output_mime_type:
+            problems[at] = [f"Workflow '{name}' has no output_mime_type: a configuration error."]
+        elif wf.type == Workflow.Type.COMFY_WORKFLOW and not wf.server_id:
+            problems[at] = [f"Workflow '{name}' has no ComfyUI server."]
+    if problems:
+        raise Unprocessable("This collection can no longer run: " + "; ".join(
+            m for msgs in problems.values() for m in msgs), details=problems)
+    deps = build_dag(runnable, reads_all_components=COMPONENT_READERS.__contains__,
+                     prompt_keys=prompt_keys_for(workflows))
+    skipped_ids = {s["id"] for s in skipped}
+    known = {s["id"] for s in runnable} | {VARIABLES_STEP_ID}
+    for step_id, needs in deps.items():
+        needs -= skipped_ids  # a skipped step's output is simply absent
+        dangling = needs - known
+        if dangling:
+            raise GraphError(f"Step {step_id} depends on missing steps {sorted(dangling)}.",
+                             details={"steps": [f"Step {step_id} references {sorted(dangling)}."]})
+        needs.discard(VARIABLES_STEP_ID)
+    cycle = find_cycle(deps)
+    if cycle:
+        raise GraphError(f"The steps form a cycle: {cycle}.", details={"steps": [f"Cycle {cycle}."]})
+    return StepPlan(steps=runnable, skipped=skipped, deps=deps, workflows=workflows)
+
+
+def names_of(steps: Iterable[Mapping[str, Any]]) -> set[str]:
+    return {str(s.get("nodeName")) for s in steps}

@@ -1,0 +1,29 @@
+"""Thin, idempotent tasks: they take ids and call one service. Delivering one twice is harmless:
+the node run's conditional claim lets only one delivery do the work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from generation_app.services import execution, reaper
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             name="generation.run_node")
+def run_node(self: Any, run_id: int) -> None:
+    worker = f"{self.request.hostname or 'local'}"
+    pending = [run_id]
+    while pending:  # cheap built-ins that become ready run right here, in order
+        pending.extend(execution.node_run_execute(run_id=pending.pop(0), worker=worker))
+
+
+@shared_task(ignore_result=True, name="generation.reap")
+def reap() -> dict[str, int]:
+    return reaper.reap()
+
+
+def announce(run_id: int, queue: str, priority: int) -> None:
+    """Tell a queue that a node run is ready (the row, not the message, is the record)."""
+    run_node.apply_async((run_id,), queue=queue, priority=priority)

@@ -1,0 +1,170 @@
+"""`GET /api/jobs/{id}/events`: the live Server-Sent Events stream of a job (SPEC section 6).
+
+A thin async view rather than django-eventstream: the stream must authenticate like the API
+(header or signed token) and answer an enveloped 404 before streaming, send a per-job snapshot
+(`job_update` + `history_init`), number events per job so `Last-Event-ID` replays exactly the
+missed ones from the event rows, and hold no database connection while it waits. It keeps
+django-eventstream's contract: events are rows (storage) and are published through Redis on
+commit, so every web process delivers what any worker wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core import signing
+from django.db import close_old_connections, connection
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
+
+from emprops.middleware import envelope_error
+from jobs_app.models import Job, JobEvent, JobHistory
+from jobs_app.services import events_channel, history_row_data, job_snapshot
+
+logger = logging.getLogger(__name__)
+EVENTS_TOKEN_SALT = "emprops.job-events"
+EVENTS_TOKEN_MAX_AGE = 300
+
+
+def _format(seq: int, event: str, data: Any) -> bytes:
+    return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+class _Denied(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
+def _viewer_id(request: HttpRequest, job_id: UUID) -> Any:
+    token = request.GET.get("token")
+    if token:
+        try:
+            claims = signing.loads(token, salt=EVENTS_TOKEN_SALT, max_age=EVENTS_TOKEN_MAX_AGE)
+        except signing.BadSignature:
+            raise _Denied(401, "Invalid or expired events token.") from None
+        if claims.get("j") != str(job_id):
+            raise _Denied(401, "This token is for another job.")
+        return claims["u"]
+    from emprops.authentication import ApiAuthentication
+
+    try:
+        result = ApiAuthentication().authenticate(Request(request))
+    except AuthenticationFailed as exc:
+        raise _Denied(401, str(exc.detail)) from None
+    if result is None:
+        raise _Denied(401, "Authentication credentials were not provided.")
+    return result[0].pk
+
+
+def _open(request: HttpRequest, job_id: UUID, last_event_id: str | None) -> tuple[list[bytes], int]:
+    """Authenticate, check the job is the viewer's, and build the first frames; closes the
+    database connection before returning, so the waiting stream holds none."""
+    try:
+        user_id = _viewer_id(request, job_id)
+        job = Job.objects.filter(pk=job_id, user_id=user_id).first()
+        if job is None:
+            raise _Denied(404, "Job not found.")
+        last_seq = job.event_seq
+        frames: list[bytes] = []
+        replay_from = _parse_seq(last_event_id)
+        if replay_from is not None and replay_from <= last_seq:
+            for ev in JobEvent.objects.filter(job=job, seq__gt=replay_from).order_by("seq"):
+                frames.append(_format(ev.seq, ev.event_type, ev.data))
+        else:
+            frames.append(_format(last_seq, "job_update", job_snapshot(job)))
+            rows = [history_row_data(r) for r in JobHistory.objects.filter(job=job)
+                    .order_by("created_at", "id")]
+            frames.append(_format(last_seq, "history_init", rows))
+        return frames, last_seq
+    finally:
+        connection.close()
+
+
+def _missed(job_id: UUID, after: int) -> list[JobEvent]:
+    try:
+        return list(JobEvent.objects.filter(job_id=job_id, seq__gt=after).order_by("seq"))
+    finally:
+        connection.close()
+
+
+def _parse_seq(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+async def job_events(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+    await sync_to_async(close_old_connections)()
+    redis = aioredis.Redis.from_url(settings.EVENTS_REDIS_URL)
+    pubsub = redis.pubsub()
+    # subscribe before reading the rows, so nothing committed in between is missed
+    await pubsub.subscribe(events_channel(job_id))
+    try:
+        frames, last_seq = await sync_to_async(_open)(request, job_id, last_event_id)
+    except _Denied as exc:
+        await pubsub.aclose()
+        await redis.aclose()
+        response = envelope_error(exc.message, exc.status, request=request)
+        if exc.status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+    except BaseException:
+        await pubsub.aclose()
+        await redis.aclose()
+        raise
+    response = StreamingHttpResponse(_stream(job_id, frames, last_seq, redis, pubsub),
+                                     content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def _stream(job_id: UUID, frames: list[bytes], last_seq: int, redis: aioredis.Redis,
+                  pubsub: Any) -> AsyncIterator[bytes]:
+    heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
+    try:
+        yield b"retry: 2000\n\n"
+        for frame in frames:
+            yield frame
+        if frames and frames[-1]:
+            last_seq = max(last_seq, _last_id(frames))
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat)
+            if message is None:
+                yield b": keep-alive\n\n"
+                continue
+            try:
+                event = json.loads(message["data"])
+            except (TypeError, ValueError):
+                continue
+            seq = int(event["seq"])
+            if seq <= last_seq:
+                continue
+            if seq > last_seq + 1:  # a publish was lost or arrived out of order: read the rows
+                for ev in await sync_to_async(_missed)(job_id, last_seq):
+                    yield _format(ev.seq, ev.event_type, ev.data)
+                    last_seq = ev.seq
+                continue
+            yield _format(seq, event["event"], event["data"])
+            last_seq = seq
+    except asyncio.CancelledError:  # the client went away
+        raise
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+
+
+def _last_id(frames: list[bytes]) -> int:
+    first_line = frames[-1].split(b"\n", 1)[0]
+    return int(first_line.removeprefix(b"id: ") or 0)
