@@ -1,0 +1,1 @@
+"""The `comfy_workflow` node: a workflow's ComfyUI graph run on its staff-registered server."""

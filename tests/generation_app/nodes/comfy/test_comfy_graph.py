@@ -1,0 +1,140 @@
+"""Form values -> ComfyUI API graph (pure)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from generation_app.nodes.base import NodeError
+from generation_app.nodes.comfy.graph import build_prompt_graph
+
+pytestmark = pytest.mark.timeout(60)
+
+WORKFLOW: dict[str, Any] = {
+    "workflow": {
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {"seed": 1, "steps": 20, "cfg": 7.0, "denoise": 1.0, "model": ["4", 0]},
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "9": {"class_type": "OpenAIImage", "inputs": {"api_key": "", "tiled": False}},
+    },
+    "inputs": {
+        "3": {
+            "seed": {"value": "seed"},
+            "steps": {"value": "steps", "default": 30},
+            "cfg": {"value": "cfg", "is_required": True},
+        },
+        "6": {"text": {"value": "prompt", "is_required": True}},
+        "7": {"text": {"value": "negative"}},
+        "9": {
+            "api_key": {"value": "OPENAI_API_KEY", "type": "api_key"},
+            "tiled": {"value": "tiled"},
+        },
+    },
+    "form": {
+        "fields": [
+            {"id": "prompt", "name": "Prompt", "type": "prompt_editor"},
+            {"id": "negative", "name": "Negative", "type": "input"},
+            {"id": "steps", "name": "Steps", "type": "slider"},
+            {"id": "cfg", "name": "CFG", "type": "slider"},
+            {"id": "seed", "name": "Seed", "type": "input"},
+            {"id": "tiled", "name": "Tiled", "type": "checkbox"},
+        ]
+    },
+}
+
+
+def build(values: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "seed": 2160853444,
+        "render_prompt": lambda text: text.replace("$animal", "fox"),
+        "user_secret": "sk-user",
+        "environ": {},
+    }
+    options.update(kwargs)
+    return build_prompt_graph(data=WORKFLOW, values=values, **options)
+
+
+def test_values_are_written_rendered_and_coerced() -> None:
+    before = copy.deepcopy(WORKFLOW)
+
+    graph = build(
+        {"prompt": "a $animal", "steps": "10", "cfg": "4.5", "seed": "42", "negative": "x"}
+    )
+
+    assert graph["3"]["inputs"] == {
+        "seed": 42,
+        "steps": 10,
+        "cfg": 4.5,
+        "denoise": 1.0,
+        "model": ["4", 0],
+    }
+    assert graph["6"]["inputs"]["text"] == "a fox"
+    assert graph["7"]["inputs"]["text"] == "x"
+    assert WORKFLOW == before  # the stored workflow is never modified
+
+
+def test_missing_required_fields_are_all_listed() -> None:
+    with pytest.raises(NodeError) as caught:
+        build({"steps": "10"}, user_secret=None)
+
+    assert caught.value.message == "Missing required fields: CFG, Prompt, OPENAI_API_KEY"
+    assert caught.value.retryable is False
+    assert caught.value.failure_type == "VALIDATION_ERROR"
+
+
+def test_a_falsy_value_takes_the_default() -> None:
+    graph = build({"prompt": "p", "cfg": 3, "steps": ""})
+    zero = build({"prompt": "p", "cfg": 3, "steps": 0})
+
+    assert graph["3"]["inputs"]["steps"] == 30
+    assert zero["3"]["inputs"]["steps"] == 30
+
+
+def test_an_unset_optional_value_keeps_the_graphs_own() -> None:
+    graph = build({"prompt": "p", "cfg": 3})
+
+    assert graph["7"]["inputs"]["text"] == "blurry"
+    assert graph["9"]["inputs"]["tiled"] is False
+
+
+def test_checkbox_strings_become_booleans() -> None:
+    graph = build({"prompt": "p", "cfg": 3, "tiled": "true"})
+
+    assert graph["9"]["inputs"]["tiled"] is True
+
+
+def test_seed_falls_back_to_the_generation_seed() -> None:
+    missing = build({"prompt": "p", "cfg": 3})
+    empty = build({"prompt": "p", "cfg": 3, "seed": ""})
+    given = build({"prompt": "p", "cfg": 3, "seed": 7})
+
+    assert missing["3"]["inputs"]["seed"] == 2160853444
+    assert empty["3"]["inputs"]["seed"] == 2160853444
+    assert given["3"]["inputs"]["seed"] == 7
+
+
+def test_api_key_comes_from_the_users_secret_then_the_environment() -> None:
+    from_secret = build({"prompt": "p", "cfg": 3}, environ={"OPENAI_API_KEY": "sk-env"})
+    from_env = build(
+        {"prompt": "p", "cfg": 3}, user_secret=None, environ={"OPENAI_API_KEY": "sk-env"}
+    )
+
+    assert from_secret["9"]["inputs"]["api_key"] == "sk-user"
+    assert from_env["9"]["inputs"]["api_key"] == "sk-env"
+
+
+def test_a_non_number_for_a_number_input_is_a_validation_error() -> None:
+    with pytest.raises(NodeError, match="Field Steps: expected a number, got 'ten'"):
+        build({"prompt": "p", "cfg": 3, "steps": "ten"})
+
+
+def test_an_input_mapping_to_a_missing_node_is_an_error() -> None:
+    data = {**WORKFLOW, "inputs": {"99": {"text": {"value": "prompt"}}}}
+
+    with pytest.raises(NodeError, match="ComfyUI node 99"):
+        build_prompt_graph(data=data, values={}, seed=1, render_prompt=str)

@@ -1,0 +1,1 @@
+"""Loopback test peers: real servers that speak third-party protocols (ComfyUI, ...)."""
