@@ -88,11 +88,25 @@ def _apply_variable_overrides(variables: list[dict[str, Any]],
 def generation_request(*, user: Any, collection_id: UUID | str, variables: Mapping[str, Any] | None,
                        workflow_priority: int | None = None, count: int | None = None,
                        hashes: list[Any] | None = None) -> Job:
-    """Validate, quote and hold credits, then create one job with a generation per hash and a node
-    run per step; the first steps are announced to their queues when the transaction commits."""
+    """Start generations of one of the user's collections (one job holding all of them)."""
     with transaction.atomic():
         collection = collection_selectors.collection_get(user=user, collection_id=collection_id)
-        data = generation_input_validate(collection.data)
+        return job_create_from_input(
+            user=user, data=collection.data, collection_id=str(collection.id),
+            name=f"Collection Generation: {collection.title}", variables=variables,
+            workflow_priority=workflow_priority, count=count, hashes=hashes)
+
+
+def job_create_from_input(*, user: Any, data: Any, collection_id: str | None, name: str,
+                          variables: Mapping[str, Any] | None = None,
+                          workflow_priority: int | None = None, count: int | None = None,
+                          hashes: list[Any] | None = None,
+                          job_type: str = "collection_generation") -> Job:
+    """Validate, quote and hold credits, then create one job with a generation per hash and a node
+    run per step; the first steps are announced to their queues when the transaction commits.
+    Raises before creating anything (400/402/404/422)."""
+    with transaction.atomic():
+        data = generation_input_validate(data)
         plan = plan_steps(data)
         overrides = _apply_variable_overrides(data.get("variables") or [], variables or {})
         limit = max_generations(user=user, workflows=plan.workflows)
@@ -109,17 +123,16 @@ def generation_request(*, user: Any, collection_id: UUID | str, variables: Mappi
         quote = quote_steps(plan.steps, generations=len(hash_list))
         per_generation = quote.pop("_per_generation")
         job = Job.objects.create(
-            user=user, name=f"Collection Generation: {collection.title}"[:500],
-            job_type="collection_generation",
+            user=user, name=name[:500], job_type=job_type,
             priority=priority_from_workflow_priority(workflow_priority),
-            data={"collectionId": str(collection.id), "variables": dict(variables or {}),
+            data={"collectionId": collection_id, "variables": dict(variables or {}),
                   "outputs": [], "quote": quote},
             input=data, max_retries=settings.NODE_MAX_ATTEMPTS,
         )
         accounts.credits_hold(user=user, job_id=job.id, per_generation=per_generation,
                               generations=len(hash_list), quote=quote)
         jobs.history_add(job=job, status="pending", message="Job created and pending execution",
-                         data={"collectionId": str(collection.id), "generations": len(hash_list)})
+                         data={"collectionId": collection_id, "generations": len(hash_list)})
         _create_work(job=job, data=data, plan=plan, hashes=hash_list, overrides=overrides)
         jobs.job_changed(job=job)
     return job
