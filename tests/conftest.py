@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from rest_framework.test import APIClient
 
 
 @pytest.fixture(autouse=True)
@@ -49,8 +48,10 @@ def staff(make_user: Callable[..., Any]) -> Any:
 
 
 @pytest.fixture
-def api_for(db: Any) -> Callable[[Any], APIClient]:
+def api_for(db: Any) -> Callable[[Any], Any]:
     """An API client authenticated with a fresh API key of `user` (None: anonymous)."""
+    from rest_framework.test import APIClient
+
     from emprops.accounts.services import api_key_create
 
     def make(user: Any) -> APIClient:
