@@ -1,0 +1,645 @@
+"""Headless Chromium for the js, p5 and p52vid nodes.
+
+One Chromium per worker process, launched on first use (never at import) and reused; every
+render gets a fresh browser context (no shared cookies, storage or cache) that is closed
+afterwards. A forked child starts its own browser on first use. Playwright's sync API is bound
+to the thread that started it, so a worker that runs renders on several threads gets one
+browser per thread.
+
+Network: the page is served from a fake origin (`ORIGIN`) by request interception, never by a
+server. Interception answers only the page's own documents, the p5 library from the project's
+`node_modules`, and URLs for which `resolve_url` returns bytes (this job's outputs, read from
+storage); every other request is aborted inside the browser before it reaches the network.
+Behind that, Chromium is pointed at a proxy that does not exist, its host resolver resolves
+nothing, and WebRTC may not send UDP, so a request that escaped interception could not leave
+the machine either.
+
+Failures (NodeError): an uncaught page exception -> its message, not retryable; the wall-time
+limit -> failure_type TIMEOUT, not retryable, and the browser is kept; a crashed page or browser
+-> retryable, and the browser is discarded so the next render launches a fresh one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import mimetypes
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from generation_app.nodes.base import NodeError, RunContext
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, WebSocketRoute
+    from playwright.sync_api import Error as PlaywrightError
+
+ResolveUrl = Callable[[str], bytes | None]
+"""Bytes for a URL the page may load (this job's outputs), or None to refuse the request."""
+
+ORIGIN = "http://emprops.local"
+PAGE_URL = f"{ORIGIN}/index.html"
+SKETCH_URL = f"{ORIGIN}/sketch.js"
+P5_URL = f"{ORIGIN}/static/p5.min.js"
+P5_HOOKS_URL = f"{ORIGIN}/static/emprops-p5hooks.js"
+
+# Existing sketches load p5 from a CDN (jsdelivr, cdnjs, unpkg): any URL naming p5.js or
+# p5.min.js gets the project's copy (1.11), never the network.
+P5_CDN_PATH = re.compile(r"/p5(\.min)?\.js$")
+
+CHROMIUM_PATH_ENV = "EMPROPS_CHROMIUM_PATH"
+DEFAULT_CHROMIUM_PATH = "/usr/bin/chromium"
+DEFAULT_VIEWPORT = (1024, 1024)
+STILL_FRAME_MS = 1000 / 60  # virtual time between the frames of a still (p5's default rate)
+LAUNCH_TIMEOUT_MS = 30_000
+
+_HERE = Path(__file__).resolve().parent
+P5_PATH = _HERE.parents[2] / "node_modules" / "p5" / "lib" / "p5.min.js"
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    # WebGL sketches render with the software rasteriser.
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+
+
+# ---- What the page sees ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageEnv:
+    """The inputs of the page contract: the globals runtime.js defines before user code runs."""
+
+    hash: str
+    seed: int | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    components: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    aliases: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_context(cls, ctx: RunContext) -> PageEnv:
+        return cls(
+            hash=ctx.hash,
+            seed=ctx.seed,
+            variables=ctx.variables,
+            components=ctx.components,
+            aliases=ctx.aliases,
+        )
+
+    def init_script(self, *, live: bool = False) -> str:
+        """runtime.js with this env; `live` keeps the real clock (for a page opened later)."""
+        env = {
+            "hash": self.hash,
+            "seed": self.seed,
+            "variables": dict(self.variables),
+            "components": {str(k): dict(v) for k, v in self.components.items()},
+            "aliases": dict(self.aliases),
+            "live": live,
+        }
+        # `</` cannot end anything in an init script, but escaping keeps the JSON inert anywhere.
+        payload = json.dumps(env, default=str).replace("</", "<\\/")
+        return f"window.__EMPROPS_ENV__ = {payload};\n{_asset('runtime.js')}"
+
+
+def job_output_resolver(ctx: RunContext) -> ResolveUrl:
+    """A `resolve_url` that serves this job's outputs (the `src`/`altSrc` of ctx.components).
+
+    Outputs are stored under `generations/{user}/{job}/{gid}/{step}/{filename}`, so a URL's
+    storage key is its path from that prefix on, whatever host or query string (presigned S3
+    URLs) it carries. Only keys of outputs listed in ctx.components are served, through
+    ctx.read_output; anything else is refused.
+    """
+    marker = f"generations/{ctx.user_id}/{ctx.job_id}/"
+    keys: set[str] = set()
+    for output in ctx.components.values():
+        for name in ("src", "altSrc"):
+            url = output.get(name)
+            if isinstance(url, str) and (key := _storage_key(url, marker)) is not None:
+                keys.add(key)
+    read_output = ctx.read_output
+
+    def resolve(url: str) -> bytes | None:
+        key = _storage_key(url, marker)
+        if key is None or key not in keys or read_output is None:
+            return None
+        return read_output(key)
+
+    return resolve
+
+
+def _storage_key(url: str, marker: str) -> str | None:
+    path = unquote(urlsplit(url).path)
+    start = path.find(marker)
+    return path[start:] if start >= 0 else None
+
+
+def refuse_all(_url: str) -> bytes | None:
+    """A `resolve_url` for pages that may load nothing but their own documents and p5."""
+    return None
+
+
+# ---- The browser of this process ----------------------------------------------------------------
+
+
+@dataclass
+class _Chromium:
+    pid: int
+    playwright: Playwright
+    browser: Browser
+
+
+_local = threading.local()
+
+
+def _chromium() -> _Chromium:
+    current: _Chromium | None = getattr(_local, "chromium", None)
+    if current is not None:
+        if current.pid != os.getpid():
+            # Inherited through fork: the driver and browser belong to the parent; leave them be.
+            current = None
+        elif not current.browser.is_connected():
+            _discard(current)
+            current = None
+    if current is None:
+        current = _launch()
+        _local.chromium = current
+    return current
+
+
+def _launch() -> _Chromium:
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    executable = os.environ.get(CHROMIUM_PATH_ENV, DEFAULT_CHROMIUM_PATH)
+    playwright = sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS
+        )
+    except PlaywrightError as exc:
+        playwright.stop()
+        raise NodeError(
+            f"Chromium could not start ({executable}): {exc.message}",
+            retryable=True,
+            failure_type="INTERNAL",
+        ) from exc
+    chromium = _Chromium(pid=os.getpid(), playwright=playwright, browser=browser)
+    atexit.register(_close_at_exit, chromium)
+    return chromium
+
+
+def _discard(chromium: _Chromium) -> None:
+    if getattr(_local, "chromium", None) is chromium:
+        _local.chromium = None
+    # Closing a crashed or wedged browser can itself fail; stopping the driver kills it anyway.
+    with suppress(Exception):
+        chromium.browser.close()
+    with suppress(Exception):
+        chromium.playwright.stop()
+
+
+def _close_at_exit(chromium: _Chromium) -> None:
+    if chromium.pid == os.getpid() and getattr(_local, "chromium", None) is chromium:
+        _discard(chromium)
+
+
+def shutdown() -> None:
+    """Close this process's (this thread's) browser, if one is running."""
+    current: _Chromium | None = getattr(_local, "chromium", None)
+    if current is not None and current.pid == os.getpid():
+        _discard(current)
+    _local.chromium = None
+
+
+# ---- One render ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Render:
+    """A page in a fresh context, with the deadline and the errors it has seen so far."""
+
+    page: Page
+    deadline: float
+    timeout_s: float
+    page_errors: list[str] = field(default_factory=list)
+    storage_errors: list[str] = field(default_factory=list)
+    crashed: bool = False
+
+    def call(self, function: str, arg: Any = None) -> Any:
+        """Run an async page function under the deadline and return its JSON result.
+
+        `wait_for_function` rather than `evaluate`: its timeout is kept by the Playwright driver,
+        so it fires even while the page's main thread is stuck in `while (true) {}`.
+        """
+        handle = self.page.wait_for_function(
+            function, arg=arg, timeout=self.remaining_ms(), polling=100
+        )
+        try:
+            return handle.json_value()
+        finally:
+            handle.dispose()
+
+    def remaining_ms(self) -> float:
+        remaining = (self.deadline - time.monotonic()) * 1000
+        if remaining <= 0:
+            raise _DeadlineReached
+        return remaining
+
+    def raise_if_failed(self, result: Mapping[str, Any] | None = None) -> None:
+        # A failed storage read comes first: the page's own error is then only its symptom.
+        if self.storage_errors:
+            raise NodeError(self.storage_errors[0], retryable=True)
+        errors = (result or {}).get("errors") or []
+        if errors:
+            first = errors[0]
+            raise NodeError(_error_text(first.get("name"), first.get("message")), retryable=False)
+        if self.page_errors:
+            raise NodeError(self.page_errors[0], retryable=False)
+
+
+class _DeadlineReached(Exception):
+    pass
+
+
+def _error_text(name: object, message: object) -> str:
+    text = str(message or "").strip() or "Unknown error"
+    return f"{name}: {text}" if name else text
+
+
+@contextmanager
+def _render(
+    *,
+    env: PageEnv,
+    documents: Mapping[str, tuple[bytes, str]],
+    resolve_url: ResolveUrl,
+    timeout_s: float,
+    viewport: tuple[int, int],
+) -> Iterator[_Render]:
+    """A fresh context and page for one render, closed afterwards; errors mapped to NodeError."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    chromium = _chromium()
+    context: BrowserContext | None = None
+    render: _Render | None = None
+    try:
+        context = chromium.browser.new_context(
+            viewport={"width": viewport[0], "height": viewport[1]},
+            device_scale_factor=1,
+            service_workers="block",
+            color_scheme="light",
+            locale="en-US",
+            timezone_id="UTC",
+        )
+        page = context.new_page()
+        render = _Render(page=page, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s)
+        page.on(
+            "pageerror", lambda err: render.page_errors.append(_error_text(err.name, err.message))
+        )
+        page.on("crash", lambda _page: setattr(render, "crashed", True))
+        context.route("**/*", _router(documents, resolve_url, render))
+        context.route_web_socket("**/*", _refuse_websocket)
+        context.add_init_script(script=env.init_script())
+        yield render
+    except _DeadlineReached:
+        raise _timeout_error(timeout_s) from None
+    except PlaywrightError as exc:
+        crashed = render is not None and (render.crashed or render.page.is_closed())
+        if crashed or "crash" in exc.message.lower() or not chromium.browser.is_connected():
+            context = None
+            _discard(chromium)
+            raise NodeError(
+                f"The browser crashed: {exc.message}", retryable=True, failure_type="INTERNAL"
+            ) from exc
+        if _is_timeout(exc):
+            raise _timeout_error(timeout_s) from exc
+        # The page is alive, so this is the page's own doing (e.g. a tainted canvas).
+        raise NodeError(_strip_playwright_prefix(exc.message), retryable=False) from exc
+    finally:
+        if context is not None:
+            try:
+                context.close()
+            except PlaywrightError:
+                _discard(chromium)
+
+
+def _is_timeout(exc: PlaywrightError) -> bool:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    return isinstance(exc, PlaywrightTimeoutError)
+
+
+def _timeout_error(timeout_s: float) -> NodeError:
+    return NodeError(
+        f"Timed out after {timeout_s:g} s: the page did not finish rendering in time",
+        retryable=False,
+        failure_type="TIMEOUT",
+    )
+
+
+def _strip_playwright_prefix(message: str) -> str:
+    # "Page.wait_for_function: Error: x" -> "Error: x"
+    head, sep, tail = message.partition(": ")
+    return tail if sep and "." in head and " " not in head else message
+
+
+def _refuse_websocket(ws: WebSocketRoute) -> None:
+    ws.close(code=1008, reason="Network access is not allowed")
+
+
+def _router(
+    documents: Mapping[str, tuple[bytes, str]], resolve_url: ResolveUrl, render: _Render
+) -> Callable[[Route], None]:
+    resolved: dict[str, tuple[bytes, str] | None] = {}  # p5's loadImage asks for a URL twice
+
+    def handle(route: Route) -> None:
+        url = route.request.url.split("#", 1)[0]
+        try:
+            found = documents.get(url)
+            if found is None and (url == P5_URL or P5_CDN_PATH.search(urlsplit(url).path)):
+                library = _p5_library_or_none()
+                found = None if library is None else (library, _JS)
+            if found is None and url.startswith(("http://", "https://")):
+                if url not in resolved:
+                    resolved[url] = _resolve(url, resolve_url, render)
+                found = resolved[url]
+            if found is None:
+                route.abort("blockedbyclient")
+                return
+            route.fulfill(
+                status=200,
+                body=found[0],
+                headers={
+                    "Content-Type": found[1],
+                    # Job outputs live on another "origin" than the page; p5's loadImage asks for
+                    # CORS so the canvas stays readable.
+                    "Access-Control-Allow-Origin": "*",
+                    "Cache-Control": "no-store",
+                },
+            )
+        except Exception:  # noqa: BLE001 - the page or context went away mid-request
+            with suppress(Exception):
+                route.abort("failed")
+
+    return handle
+
+
+def _resolve(url: str, resolve_url: ResolveUrl, render: _Render) -> tuple[bytes, str] | None:
+    try:
+        body = resolve_url(url)
+    except Exception as exc:  # noqa: BLE001 - storage trouble fails the render, retryably
+        render.storage_errors.append(f"Could not read {url}: {exc}")
+        return None
+    return None if body is None else (body, _content_type(url, body))
+
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"RIFF", "image/webp"),
+)
+
+
+def _content_type(url: str, body: bytes) -> str:
+    guessed, _ = mimetypes.guess_type(urlsplit(url).path)
+    if guessed:
+        return guessed
+    for magic, mime in _MAGIC:
+        if body.startswith(magic):
+            return mime
+    return "application/octet-stream"
+
+
+_assets: dict[str, str] = {}
+
+
+def _asset(name: str) -> str:
+    if name not in _assets:
+        _assets[name] = (_HERE / name).read_text(encoding="utf-8")
+    return _assets[name]
+
+
+_p5_bytes: list[bytes] = []
+
+
+def _p5_library_or_none() -> bytes | None:
+    if not _p5_bytes:
+        try:
+            _p5_bytes.append(P5_PATH.read_bytes())
+        except OSError:
+            return None
+    return _p5_bytes[0]
+
+
+def _p5_library() -> bytes:
+    library = _p5_library_or_none()
+    if library is None:
+        raise NodeError(
+            f"p5 is not installed at {P5_PATH} (run `npm ci` in the project root)",
+            retryable=True,
+            failure_type="INTERNAL",
+        )
+    return library
+
+
+def _data_url_bytes(data_url: str) -> bytes:
+    return base64.b64decode(data_url.split(",", 1)[1])
+
+
+# ---- Renders ------------------------------------------------------------------------------------
+
+_P5_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8">
+<style>html,body{margin:0;padding:0;overflow:hidden;background:#fff}canvas{display:block}</style>
+<script src="%(p5)s"></script><script src="%(hooks)s"></script>
+</head><body><script src="%(sketch)s"></script></body></html>
+"""
+
+_JS = "application/javascript; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
+
+
+def _p5_documents(code: str) -> dict[str, tuple[bytes, str]]:
+    page = _P5_PAGE % {"p5": P5_URL, "hooks": P5_HOOKS_URL, "sketch": SKETCH_URL}
+    return {
+        PAGE_URL: (page.encode(), _HTML),
+        P5_URL: (_p5_library(), _JS),
+        P5_HOOKS_URL: (_asset("p5hooks.js").encode(), _JS),
+        SKETCH_URL: (code.encode(), _JS),
+    }
+
+
+def screenshot_html(
+    html: str,
+    *,
+    env: PageEnv,
+    resolve_url: ResolveUrl = refuse_all,
+    timeout_s: float,
+    viewport: tuple[int, int] = DEFAULT_VIEWPORT,
+) -> bytes:
+    """A PNG screenshot of the viewport once the page has settled.
+
+    Settled = loaded, fonts ready and two animation frames run; a page that called
+    `deferCapture()` is shot when it calls `capture()` (frames keep running meanwhile).
+    The page may load p5 from `P5_URL`.
+    """
+    documents = {PAGE_URL: (html.encode(), _HTML)}
+    with _render(
+        env=env,
+        documents=documents,
+        resolve_url=resolve_url,
+        timeout_s=timeout_s,
+        viewport=viewport,
+    ) as render:
+        render.page.goto(PAGE_URL, wait_until="load", timeout=render.remaining_ms())
+        render.raise_if_failed()
+        result = render.call("o => window.__emprops.settlePage(o)", {"dt": STILL_FRAME_MS})
+        render.raise_if_failed(result)
+        png = render.page.screenshot(
+            type="png", timeout=render.remaining_ms(), animations="disabled", caret="hide"
+        )
+        render.raise_if_failed()
+        return png
+
+
+@dataclass(frozen=True)
+class Still:
+    """The saved frame of a p5 sketch and why that frame was chosen."""
+
+    png: bytes
+    width: int
+    height: int
+    frame_count: int
+    reason: str  # "capture" | "noLoop" | "budget"
+
+
+def render_p5_still(
+    code: str,
+    *,
+    env: PageEnv,
+    resolve_url: ResolveUrl = refuse_all,
+    timeout_s: float,
+    frame_budget: int,
+    viewport: tuple[int, int] = DEFAULT_VIEWPORT,
+) -> Still:
+    """Run a p5 sketch with frames stepped at 60 per virtual second and save one frame.
+
+    The saved frame is the one in which the sketch called `capture()`; else the frame after
+    which `noLoop()` took effect (or setup's canvas, with no draw()); else frame `frame_budget`.
+    """
+    with _render(
+        env=env,
+        documents=_p5_documents(code),
+        resolve_url=resolve_url,
+        timeout_s=timeout_s,
+        viewport=viewport,
+    ) as render:
+        render.page.goto(PAGE_URL, wait_until="load", timeout=render.remaining_ms())
+        render.raise_if_failed()
+        result = render.call(
+            "o => window.__emprops.p5Still(o)",
+            {"dt": STILL_FRAME_MS, "frameBudget": frame_budget, "pollMs": 10, "noSketchMs": 1000},
+        )
+        render.raise_if_failed(result)
+        return Still(
+            png=_data_url_bytes(result["png"]),
+            width=int(result["width"]),
+            height=int(result["height"]),
+            frame_count=int(result["frameCount"]),
+            reason=str(result["reason"]),
+        )
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One video frame as the canvas saw it."""
+
+    png: bytes
+    width: int
+    height: int
+
+
+def render_p5_frames(
+    code: str,
+    *,
+    env: PageEnv,
+    resolve_url: ResolveUrl = refuse_all,
+    timeout_s: float,
+    fps: float,
+    frame_count: int,
+    on_frames: Callable[[list[Frame]], None],
+    batch_size: int = 16,
+    should_stop: Callable[[], bool] = lambda: False,
+    viewport: tuple[int, int] = DEFAULT_VIEWPORT,
+) -> None:
+    """Step a p5 sketch `frame_count` frames at `fps` (virtual time) and hand each canvas over.
+
+    Frame i (from 1) is drawn at millis() = i * 1000 / fps with deltaTime = 1000 / fps.
+    `on_frames` receives the frames in order, a batch at a time; `should_stop` is polled between
+    batches and ends the render early (without error) when it returns True.
+    """
+    with _render(
+        env=env,
+        documents=_p5_documents(code),
+        resolve_url=resolve_url,
+        timeout_s=timeout_s,
+        viewport=viewport,
+    ) as render:
+        render.page.goto(PAGE_URL, wait_until="load", timeout=render.remaining_ms())
+        render.raise_if_failed()
+        done = 0
+        while done < frame_count and not should_stop():
+            count = min(batch_size, frame_count - done)
+            result = render.call(
+                "o => window.__emprops.p5Frames(o)",
+                {"dt": 1000 / fps, "count": count, "pollMs": 10, "noSketchMs": 1000},
+            )
+            render.raise_if_failed(result)
+            frames = [
+                Frame(png=_data_url_bytes(f["png"]), width=int(f["width"]), height=int(f["height"]))
+                for f in result["frames"]
+            ]
+            on_frames(frames)
+            done += len(frames)
+
+
+def evaluate_in_page(function: str, *, env: PageEnv, timeout_s: float, arg: Any = None) -> Any:
+    """The JSON result of a JS function run in a blank page with the page contract installed.
+
+    For diagnostics and tests of the contract itself (PRNG values, globals). The function must
+    return something truthy.
+    """
+    documents = {PAGE_URL: (b"<!doctype html><html><body></body></html>", _HTML)}
+    with _render(
+        env=env,
+        documents=documents,
+        resolve_url=refuse_all,
+        timeout_s=timeout_s,
+        viewport=DEFAULT_VIEWPORT,
+    ) as render:
+        render.page.goto(PAGE_URL, wait_until="load", timeout=render.remaining_ms())
+        result = render.call(function, arg)
+        render.raise_if_failed()
+        return result
