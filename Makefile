@@ -34,13 +34,13 @@ lint: venv
 	$(PY) -m ruff check .
 
 typecheck: venv
-	$(PY) -m mypy .
+	DATABASE_URL=postgresql://127.0.0.1/typecheck $(PY) -m mypy .
 
 test:
 	@set -o pipefail; t0=$$(date +%s); \
 	$(MAKE) --no-print-directory setup || exit 1; t1=$$(date +%s); \
 	$(PY) -m ruff check . || exit 1; t2=$$(date +%s); \
-	$(PY) -m mypy . || exit 1; t3=$$(date +%s); \
+	DATABASE_URL=postgresql://127.0.0.1/typecheck $(PY) -m mypy . || exit 1; t3=$$(date +%s); \
 	EMPROPS_TESTING=1 $(PY) -m emprops.embedded exec --dir var/test -- bash -c '\
 	  s=$$(date +%s); $(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "missing migrations: run manage.py makemigrations"; exit 1; }; \
 	  echo "migrations check: $$(( $$(date +%s) - s )) s" > var/test/stage-migrations; \

@@ -29,7 +29,7 @@ class ComponentInline(admin.TabularInline):
 class HistoryInline(admin.TabularInline):
     model = CollectionHistory
     extra = 0
-    readonly_fields = ["action", "user", "changed_fields", "created_at"]
+    readonly_fields = ("action", "user", "changed_fields", "created_at")
     fields = readonly_fields
     can_delete = False
 

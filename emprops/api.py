@@ -53,9 +53,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """Maps domain and framework errors onto honest statuses inside the envelope."""
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
-        response = Response(_error_body(exc.message, exc.details), status=exc.status_code)
-        response.enveloped = True  # type: ignore[attr-defined]
-        return response
+        domain = Response(_error_body(exc.message, exc.details), status=exc.status_code)
+        domain.enveloped = True  # type: ignore[attr-defined]
+        return domain
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -77,8 +77,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         body = _error_body(str(exc.detail) if not isinstance(exc.detail, (dict, list))
                            else _first_message(exc.detail))
-    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, exceptions.Throttled) and wait is not None:
+        headers["Retry-After"] = str(max(1, int(wait + 0.999)))
     response.data = body
     response.enveloped = True  # type: ignore[attr-defined]
     for k, v in headers.items():

@@ -76,7 +76,8 @@ class ApiAuthentication(authentication.BaseAuthentication):
                 raw_key = credential
             else:
                 claims = decode_token(credential)
-                user = user_for_sub(sub=str(claims["sub"]))
+                user: User | None = user_for_sub(sub=str(claims["sub"]))
+                assert user is not None
                 if not user.is_active:
                     raise exceptions.AuthenticationFailed("User inactive.")
                 return user, "jwt"

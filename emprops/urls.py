@@ -1,12 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from emprops.api import api_not_found
 
-api_patterns = [
+api_patterns: list[URLPattern | URLResolver] = [
     path("", include("emprops.accounts.api.urls")),
     path("", include("collections_app.api.urls")),
     path("", include("workflows_app.api.urls")),

@@ -103,7 +103,7 @@ def _parse_seq(value: str | None) -> int | None:
         return None
 
 
-async def job_events(request: HttpRequest, job_id: UUID) -> HttpResponse:
+async def job_events(request: HttpRequest, job_id: UUID) -> HttpResponse | StreamingHttpResponse:
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
     await sync_to_async(close_old_connections)()
     redis = aioredis.Redis.from_url(settings.EVENTS_REDIS_URL)
@@ -115,10 +115,10 @@ async def job_events(request: HttpRequest, job_id: UUID) -> HttpResponse:
     except _Denied as exc:
         await pubsub.aclose()
         await redis.aclose()
-        response = envelope_error(exc.message, exc.status, request=request)
+        denied = envelope_error(exc.message, exc.status, request=request)
         if exc.status == 401:
-            response["WWW-Authenticate"] = 'Bearer realm="api"'
-        return response
+            denied["WWW-Authenticate"] = 'Bearer realm="api"'
+        return denied
     except BaseException:
         await pubsub.aclose()
         await redis.aclose()

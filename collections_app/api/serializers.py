@@ -32,7 +32,7 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
 class CollectionInputSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=300, required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True)
-    data = serializers.JSONField(required=False, allow_null=True)
+    data = serializers.JSONField(required=False, allow_null=True)  # type: ignore[assignment]
     batch_max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0)
     batch_mint_enabled = serializers.BooleanField(required=False)
     blockchain = serializers.ChoiceField(choices=Collection.Blockchain.choices, required=False,

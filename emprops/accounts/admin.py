@@ -24,7 +24,7 @@ class BalanceInline(admin.TabularInline):
 class UserAdmin(BaseUserAdmin):
     list_display = ["username", "id", "external_sub", "is_staff", "is_active", "date_joined"]
     search_fields = ["username", "external_sub", "email", "id"]
-    fieldsets = (*BaseUserAdmin.fieldsets,
+    fieldsets = (*(BaseUserAdmin.fieldsets or ()),
                  ("EmProps", {"fields": ("external_sub", "max_generations_override")}))
     inlines = [BalanceInline]
 

@@ -255,7 +255,7 @@ def credits_release_job(*, job_id: uuid.UUID) -> None:
 
 
 def credits_summary(*, user: User) -> dict[str, Any]:
-    balances = {ctype: Decimal(0) for ctype in SPEND_ORDER}
+    balances: dict[str, Decimal] = {str(ctype): Decimal(0) for ctype in SPEND_ORDER}
     for row in CreditsBalance.objects.filter(user=user):
         balances[row.credit_type] = row.balance
     held = held_total(user=user)

@@ -56,7 +56,7 @@ def job_deps(job: Job) -> dict[int, set[int]]:
         return cached
     steps = [s for s in (job.input or {}).get("steps") or []
              if isinstance(s, dict) and s.get("id") != VARIABLES_STEP_ID]
-    workflows = workflows_by_name(names={s.get("nodeName") for s in steps})
+    workflows = workflows_by_name(names={str(s.get("nodeName")) for s in steps})
     from collections_app.generation_input import COMPONENT_READERS
 
     deps = build_dag(steps, reads_all_components=COMPONENT_READERS.__contains__,

@@ -65,7 +65,8 @@ def _hashes(data: Mapping[str, Any], *, count: int | None, hashes: list[Any] | N
     stored = [h for h in gens.get("hashes") or [] if isinstance(h, str) and h]
     if stored:
         return stored
-    n = gens.get("generations") if isinstance(gens.get("generations"), int) else 1
+    raw = gens.get("generations")
+    n = raw if isinstance(raw, int) else 1
     return [new_hash() for _ in range(max(1, n))]
 
 

@@ -18,6 +18,12 @@ from emprops.errors import DomainError
 from emprops.views import ViewerListView
 
 
+def _viewer(request: Request) -> User:
+    user = request.user
+    assert isinstance(user, User)  # every view here requires authentication
+    return user
+
+
 class AuthFailed(DomainError):
     status_code = 401
     code = "authentication_failed"
@@ -58,7 +64,7 @@ class TokenRefreshView(APIView):
 class MeView(APIView):
     @extend_schema(responses=s.MeOutputSerializer, summary="You: id, balances and held credits")
     def get(self, request: Request) -> Response:
-        user = request.user
+        user = _viewer(request)
         summary = services.credits_summary(user=user)
         return Response(s.MeOutputSerializer({
             "id": user.pk, "username": user.username, "external_sub": user.external_sub,
@@ -71,14 +77,14 @@ class ApiKeyListCreateView(ViewerListView):
     filter_backends: list[Any] = []
 
     def list_for_viewer(self) -> Any:
-        return selectors.api_key_list(user=self.request.user)
+        return selectors.api_key_list(user=_viewer(self.request))
 
     @extend_schema(request=s.ApiKeyCreateInputSerializer, responses={201: s.ApiKeyCreatedOutputSerializer},
                    summary="Create an API key (the key is shown once)")
     def post(self, request: Request) -> Response:
         body = s.ApiKeyCreateInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        key, raw = services.api_key_create(user=request.user, **body.validated_data)
+        key, raw = services.api_key_create(user=_viewer(request), **body.validated_data)
         data = s.ApiKeyOutputSerializer(key).data
         data["key"] = raw
         return Response(data, status=status.HTTP_201_CREATED)
@@ -87,7 +93,7 @@ class ApiKeyListCreateView(ViewerListView):
 class ApiKeyRevokeView(APIView):
     @extend_schema(request=None, responses=s.ApiKeyOutputSerializer, summary="Revoke an API key")
     def delete(self, request: Request, key_id: int) -> Response:
-        key = services.api_key_revoke(user=request.user, key_id=key_id)
+        key = services.api_key_revoke(user=_viewer(request), key_id=key_id)
         return Response(s.ApiKeyOutputSerializer(key).data)
 
 
@@ -96,7 +102,7 @@ class CreditsHistoryView(ViewerListView):
     filter_backends: list[Any] = []
 
     def list_for_viewer(self) -> Any:
-        return selectors.credits_history_list(user=self.request.user)
+        return selectors.credits_history_list(user=_viewer(self.request))
 
 
 class CreditsGrantView(APIView):
@@ -110,5 +116,5 @@ class CreditsGrantView(APIView):
         v = body.validated_data
         target = get_or_not_found(User.objects.all(), label="User", pk=v["user_id"])
         row = services.credits_grant(user=target, amount=v["amount"], credit_type=v["credit_type"],
-                                     comment=v["comment"], created_by=request.user)
+                                     comment=v["comment"], created_by=_viewer(request))
         return Response(s.CreditsHistoryOutputSerializer(row).data, status=status.HTTP_201_CREATED)
