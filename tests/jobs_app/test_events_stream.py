@@ -1,0 +1,145 @@
+"""The job event stream against real processes: uvicorn serves it, a Celery worker publishes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from emprops.accounts.services import api_key_create
+from jobs_app.models import Job, JobEvent
+from tests.workers import WebProcess, wait_for
+
+
+@pytest.fixture
+def web(transactional_db: Any, tmp_path: Any) -> Iterator[WebProcess]:
+    proc = WebProcess(tmp_path).start()
+    yield proc
+    proc.stop()
+
+
+def read_events(response: httpx.Response, *, until: Any, timeout: float = 60) -> list[dict[str, Any]]:
+    """Parse SSE frames until `until(events)` is true (bounded by `timeout`)."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    for line in response.iter_lines():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"stream did not finish in time: {events}")
+        if line == "":
+            if "event" in current:
+                current["data"] = json.loads(current["data"])
+                events.append(current)
+                if until(events):
+                    return events
+            current = {}
+        elif line.startswith(":"):
+            current.setdefault("comments", 0)
+        else:
+            key, _, value = line.partition(": ")
+            current[key] = value
+    return events
+
+
+def _collection(client: httpx.Client) -> str:
+    data = {"steps": [{"id": 1, "nodeName": "prompt", "nodePayload": {"prompt": "hello $who"}},
+                      {"id": 2, "nodeName": "prompt", "nodePayload": {"prompt": "#1 again"}}],
+            "variables": [{"name": "who", "type": "pick", "value_type": "strings",
+                           "value": {"values": ["you", "them"]}}]}
+    r = client.post("/api/projects/collections", json={"title": "Live", "data": data})
+    assert r.status_code == 201, r.text
+    return r.json()["data"]["id"]
+
+
+def _finished(events: list[dict[str, Any]]) -> bool:
+    return any(e["event"] == "job_update" and e["data"]["status"] in ("completed", "failed")
+               for e in events)
+
+
+@pytest.mark.server
+@pytest.mark.worker
+@pytest.mark.timeout(120)
+def test_stream_snapshot_then_live_events_from_another_process(alice, bob, web, worker):
+    _, key = api_key_create(user=alice)
+    client = httpx.Client(base_url=web.url, headers={"X-API-Key": key}, timeout=30)
+    collection_id = _collection(client)
+    job_id = client.post(f"/api/collections/{collection_id}/generations",
+                         json={"count": 2}).json()["data"]["jobId"]
+
+    with client.stream("GET", f"/api/jobs/{job_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = read_events(response, until=_finished)
+
+    assert events[0]["event"] == "job_update"
+    assert events[1]["event"] == "history_init"
+    assert events[1]["data"][0]["message"] == "Job created and pending execution"
+    live = events[2:]
+    ids = [int(e["id"]) for e in live]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert int(events[0]["id"]) < ids[0]
+    assert {e["event"] for e in live} <= {"job_update", "job_history"}
+    messages = [e["data"]["message"] for e in live if e["event"] == "job_history"]
+    assert messages.count("Generation completed successfully") == 2
+    # every event delivered is a committed row, in order
+    rows = list(JobEvent.objects.filter(job_id=job_id).order_by("seq").values_list("seq", flat=True))
+    assert set(ids) <= set(rows)
+
+
+@pytest.mark.server
+@pytest.mark.worker
+@pytest.mark.timeout(120)
+def test_last_event_id_replays_exactly_what_was_missed(alice, web, worker):
+    _, key = api_key_create(user=alice)
+    client = httpx.Client(base_url=web.url, headers={"X-API-Key": key}, timeout=30)
+    job_id = client.post(f"/api/collections/{_collection(client)}/generations",
+                         json={"count": 1}).json()["data"]["jobId"]
+    wait_for(lambda: Job.objects.filter(pk=job_id, status="completed").exists(), 60)
+    all_seqs = list(JobEvent.objects.filter(job_id=job_id).order_by("seq")
+                    .values_list("seq", flat=True))
+    last = all_seqs[-1]
+    resume_from = all_seqs[len(all_seqs) // 2]
+
+    with client.stream("GET", f"/api/jobs/{job_id}/events",
+                       headers={"Last-Event-ID": str(resume_from)}) as response:
+        replayed = read_events(response, until=lambda ev: int(ev[-1]["id"]) >= last)
+    with client.stream("GET", f"/api/jobs/{job_id}/events",
+                       headers={"Last-Event-ID": "999999"}) as response:
+        fresh = read_events(response, until=lambda ev: len(ev) >= 2)
+
+    assert [int(e["id"]) for e in replayed] == [s for s in all_seqs if s > resume_from]
+    assert all(e["event"] != "history_init" for e in replayed)
+    assert [e["event"] for e in fresh] == ["job_update", "history_init"]
+
+
+@pytest.mark.server
+@pytest.mark.timeout(60)
+def test_stream_refuses_before_streaming(alice, bob, web):
+    from jobs_app.models import Job as JobModel
+
+    job = JobModel.objects.create(user=alice, name="x")
+    _, bob_key = api_key_create(user=bob)
+    _, alice_key = api_key_create(user=alice)
+
+    other = httpx.get(f"{web.url}/api/jobs/{job.id}/events", headers={"X-API-Key": bob_key})
+    anonymous = httpx.get(f"{web.url}/api/jobs/{job.id}/events")
+    bad_token = httpx.get(f"{web.url}/api/jobs/{job.id}/events?token=forged")
+    token = httpx.post(f"{web.url}/api/jobs/{job.id}/events/token",
+                       headers={"X-API-Key": alice_key}).json()["data"]["token"]
+    bob_token_try = httpx.post(f"{web.url}/api/jobs/{job.id}/events/token",
+                               headers={"X-API-Key": bob_key})
+    with httpx.stream("GET", f"{web.url}/api/jobs/{job.id}/events?token={token}") as ok:
+        first = read_events(ok, until=lambda ev: len(ev) >= 2, timeout=10)
+
+    assert other.status_code == 404
+    assert other.json() == {"data": None, "error": "Job not found.",
+                            "request_id": other.headers["X-Request-ID"]}
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert bad_token.status_code == 401
+    assert bob_token_try.status_code == 404
+    assert [e["event"] for e in first] == ["job_update", "history_init"]
