@@ -1,25 +1,241 @@
-from django.contrib import admin
+"""Admin for ops: jobs watched live, their generations, node runs, history and events read-only.
 
+Jobs, generations and node runs change only through the engine (claims, leases, history rows
+and events written together), so the admin never edits them; a hand-edited status would leave
+the event stream and the credits ledger out of step with the rows.
+
+A "cancel selected jobs" action is deliberately absent: cancelling lives in generation_app, and
+jobs_app imports no other app.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.contrib import admin
+from django.core import signing
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from jobs_app.events import EVENTS_TOKEN_MAX_AGE, EVENTS_TOKEN_SALT
 from jobs_app.models import Generation, Job, JobEvent, JobHistory, NodeRun
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable by staff with the view permission; written only by the engine."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _pretty_json(value: Any) -> str:
+    return format_html("<pre class=\"job-json\">{}</pre>",
+                       json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _safe_url(url: Any) -> str | None:
+    """Only http(s) and same-site URLs become src/href (never `javascript:` or `data:`)."""
+    if not isinstance(url, str) or not url:
+        return None
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https") or (not scheme and url.startswith("/")):
+        return url
+    return None
+
+
+def _output_kind(mime: str | None) -> str:
+    mime = (mime or "").lower()
+    if mime.startswith("image/"):
+        return "image"
+    if mime == "video/mp4":
+        return "video"
+    if mime == "text/plain":
+        return "text"
+    return "link"
+
+
+def job_outputs(job: Job) -> list[dict[str, Any]]:
+    """One entry per step output of the job's finished generations, ready for the template."""
+    items = []
+    for gen_output in (job.data or {}).get("outputs") or []:
+        generation = gen_output.get("generation") or {}
+        for step in gen_output.get("steps") or []:
+            response = step.get("nodeResponse") or {}
+            if not isinstance(response, dict):
+                continue
+            mime = response.get("mimeType")
+            text = response.get("data")
+            items.append({
+                "gid": generation.get("id"), "hash": generation.get("hash"),
+                "step_id": step.get("id"), "node": step.get("nodeAlias") or step.get("nodeName"),
+                "mime": mime, "kind": _output_kind(mime), "src": _safe_url(response.get("src")),
+                "text": text if isinstance(text, str) else None,
+                "alt_src": _safe_url(response.get("altSrc")),
+                "alt_kind": _output_kind(response.get("altMimeType")),
+            })
+    return items
+
+
+def events_token(job: Job) -> str:
+    """A short-lived token for the job's event stream, as its owner would get from the API."""
+    return signing.dumps({"u": str(job.user_id), "j": str(job.id)}, salt=EVENTS_TOKEN_SALT)
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = ["name", "id", "user", "job_type", "status", "progress", "priority",
-                    "created_at", "completed_at"]
-    list_filter = ["status", "job_type"]
-    search_fields = ["name", "id", "user__username"]
+                    "retry_count", "created_at", "completed_at"]
+    list_filter = ["status", "job_type", "priority", "created_at"]
+    search_fields = ["id", "name", "user__username", "user__email", "error_message"]
+    list_select_related = ["user"]
     date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    show_full_result_count = False
+    fieldsets = [
+        (None, {"fields": ["id", "name", "description", "user", "job_type", "live_status",
+                           "live_progress", "priority", "live_error", "retry_count",
+                           "max_retries", "event_seq"]}),
+        ("Times", {"fields": ["created_at", "updated_at", "started_at", "completed_at"]}),
+        ("Data", {"classes": ["collapse"], "fields": ["data_json", "input_json"]}),
+    ]
+    readonly_fields = ["id", "name", "description", "user", "job_type", "live_status",
+                       "live_progress", "priority", "live_error", "retry_count", "max_retries",
+                       "event_seq", "created_at", "updated_at", "started_at", "completed_at",
+                       "data_json", "input_json"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # jobs start from generation requests, never by hand
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="status")
+    def live_status(self, obj: Job) -> str:
+        return format_html('<span id="job-live-status">{}</span>', obj.status)
+
+    @admin.display(description="progress")
+    def live_progress(self, obj: Job) -> str:
+        return format_html('<progress id="job-live-progress-bar" max="100" value="{}"></progress> '
+                           '<span id="job-live-progress">{}</span>%', obj.progress, obj.progress)
+
+    @admin.display(description="error message")
+    def live_error(self, obj: Job) -> str:
+        return format_html('<span id="job-live-error">{}</span>', obj.error_message or "")
+
+    @admin.display(description="data")
+    def data_json(self, obj: Job) -> str:
+        return _pretty_json(obj.data)
+
+    @admin.display(description="input (GenerationInput)")
+    def input_json(self, obj: Job) -> str:
+        return _pretty_json(obj.input)
+
+    # ---- the live change page ---------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path("<uuid:object_id>/live/sections/",
+                 self.admin_site.admin_view(self.sections_view),
+                 name="jobs_app_job_live_sections"),
+            path("<uuid:object_id>/live/token/", self.admin_site.admin_view(self.token_view),
+                 name="jobs_app_job_live_token"),
+        ]
+        return own + super().get_urls()
+
+    def _viewable(self, request: HttpRequest, object_id: Any) -> Job:
+        job = self.get_object(request, str(object_id))
+        if job is None:
+            raise Http404("No such job.")
+        if not self.has_view_permission(request, job):
+            raise PermissionDenied
+        return job
+
+    def _sections_context(self, job: Job) -> dict[str, Any]:
+        return {
+            "generations": list(job.generations.order_by("gid")),
+            "node_runs": list(job.node_runs.order_by("gid", "id")),
+            "outputs": job_outputs(job),
+        }
+
+    def sections_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
+        """The generations, node runs and outputs as an HTML fragment the page swaps in."""
+        job = self._viewable(request, object_id)
+        html = render_to_string("admin/jobs_app/job/_sections.html",
+                                self._sections_context(job), request=request)
+        return HttpResponse(html)
+
+    def token_view(self, request: HttpRequest, object_id: Any) -> JsonResponse:
+        """A fresh events token, for reconnecting after the page's token expired."""
+        job = self._viewable(request, object_id)
+        token = events_token(job)
+        return JsonResponse({"token": token, "expires_in": EVENTS_TOKEN_MAX_AGE,
+                             "url": f"/api/jobs/{job.id}/events?token={token}"})
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        context = dict(extra_context or {})
+        job = self.get_object(request, object_id)
+        if job is not None and self.has_view_permission(request, job):
+            token = events_token(job)
+            context.update(self._sections_context(job))
+            context.update({
+                "history": list(job.history.order_by("created_at", "id")),
+                "events_url": f"/api/jobs/{job.id}/events?token={token}",
+                "events_token": token,
+                "token_url": reverse("admin:jobs_app_job_live_token", args=[job.pk]),
+                "sections_url": reverse("admin:jobs_app_job_live_sections", args=[job.pk]),
+                "finished_statuses": ",".join(Job.FINISHED),
+            })
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+
+@admin.register(Generation)
+class GenerationAdmin(ReadOnlyAdmin):
+    list_display = ["job", "gid", "hash", "seed", "status", "failure_type", "started_at",
+                    "completed_at"]
+    list_filter = ["status", "failure_type"]
+    search_fields = ["job__id", "hash", "job__name"]
+    list_select_related = ["job"]
+    show_full_result_count = False
 
 
 @admin.register(NodeRun)
-class NodeRunAdmin(admin.ModelAdmin):
-    list_display = ["job", "gid", "step_id", "node_name", "queue", "status", "attempt",
-                    "lease_until", "next_attempt_at"]
+class NodeRunAdmin(ReadOnlyAdmin):
+    list_display = ["job", "gid", "step_id", "node_name", "alias", "queue", "status", "attempt",
+                    "lease_until", "next_attempt_at", "worker", "progress"]
     list_filter = ["status", "queue", "node_name"]
+    search_fields = ["job__id", "node_name", "alias", "worker"]
+    list_select_related = ["job"]
+    show_full_result_count = False
+
+
+@admin.register(JobHistory)
+class JobHistoryAdmin(ReadOnlyAdmin):
+    list_display = ["job", "status", "message", "retry_attempt", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["job__id", "message"]
+    list_select_related = ["job"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at", "-id"]
+    show_full_result_count = False
+
+
+@admin.register(JobEvent)
+class JobEventAdmin(ReadOnlyAdmin):
+    list_display = ["job", "seq", "event_type", "created_at"]
+    list_filter = ["event_type"]
     search_fields = ["job__id"]
-
-
-admin.site.register(Generation)
-admin.site.register(JobHistory)
-admin.site.register(JobEvent)
+    list_select_related = ["job"]
+    ordering = ["-created_at", "-seq"]
+    show_full_result_count = False
