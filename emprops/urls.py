@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from collections_app.api.staff_views import StaffCollectionListView
 from emprops.api import api_not_found
 
 api_patterns: list[URLPattern | URLResolver] = [
@@ -12,6 +13,7 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("", include("workflows_app.api.urls")),
     path("", include("jobs_app.api.urls")),
     path("", include("generation_app.api.urls")),
+    path("", include("generation_app.api.workflow_urls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^.*$", api_not_found),
@@ -19,6 +21,8 @@ api_patterns: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/staff/<str:staff_key>/collections", StaffCollectionListView.as_view(), name="staff-collections"),
+    path("api/staff/<str:staff_key>/", include("workflows_app.api.staff_urls")),
     path("api/", include(api_patterns)),
     re_path(r"^api$", api_not_found),
     # local file storage is served by the platform (S3/CDN serve themselves)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from collections_app.api import views
+from collections_app.api import files, views
 
 urlpatterns = [
     path("projects", views.ProjectListCreateView.as_view(), name="projects"),
@@ -28,4 +28,6 @@ urlpatterns = [
          name="collection-history"),
     path("collections/<uuid:collection_id>/files", views.CollectionFilesView.as_view(),
          name="collection-files"),
+    path("files", files.FileListCreateView.as_view(), name="files"),
+    path("files/<int:file_id>", files.FileDetailView.as_view(), name="file-detail"),
 ]

@@ -1,0 +1,90 @@
+"""Quoting without running (SPEC section 7) and a workflow's test run (staff, SPEC section 9)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from collections_app.services import generation_input_validate
+from emprops.errors import Unprocessable, ValidationFailed
+from generation_app.services.quote import quote_steps
+from generation_app.services.requests import job_create_from_input
+from jobs_app.models import Job
+from workflows_app import selectors as workflows
+from workflows_app.forms import form_defaults, validate_payload
+from workflows_app.models import Workflow
+
+# a one-step input's step id: any positive integer will do for a quote or a test job
+_STEP_ID = 1
+
+
+def _one_step_input(workflow: Workflow, payload: Mapping[str, Any], *,
+                    generations: int) -> dict[str, Any]:
+    return {
+        "version": "v2",
+        "steps": [{"id": _STEP_ID, "nodeName": workflow.name, "nodePayload": dict(payload)}],
+        "generations": {"hashes": [], "generations": generations, "use_custom_hashes": False},
+        "variables": [],
+    }
+
+
+def _public_quote(quote: dict[str, Any]) -> dict[str, Any]:
+    quote.pop("_per_generation", None)
+    return quote
+
+
+def workflow_inputs_validate(*, workflow: Workflow, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The form defaults overlaid with `inputs`, coerced by the form; ValidationFailed (400) with
+    `inputs.<field>` details otherwise."""
+    form = (workflow.data or {}).get("form")
+    form = form if isinstance(form, dict) else None
+    payload = {**form_defaults(form), **inputs}
+    confs = workflows.form_conf_map(forms=[form] if form else [])
+    coerced, errors = validate_payload(form, payload, conf_options=confs)
+    if errors:
+        first = next(iter(errors))
+        raise ValidationFailed(f"Invalid input: inputs.{first}: {errors[first][0]}",
+                               details={f"inputs.{k}": v for k, v in errors.items()})
+    return coerced
+
+
+def workflow_quote(*, user: Any, workflow_id: UUID | str, inputs: Mapping[str, Any],
+                   count: int = 1) -> dict[str, Any]:
+    """`{per_generation, total_cost, generations, breakdown}` of `count` generations of one
+    workflow with these inputs; NotFound for a workflow the user cannot see."""
+    workflow = workflows.workflow_get(user=user, workflow_id=workflow_id)
+    payload = workflow_inputs_validate(workflow=workflow, inputs=inputs)
+    data = _one_step_input(workflow, payload, generations=count)
+    return _public_quote(quote_steps(data["steps"], generations=count))
+
+
+def _generation_count(data: Mapping[str, Any]) -> int:
+    gens = data.get("generations") or {}
+    hashes = [h for h in gens.get("hashes") or [] if isinstance(h, str) and h]
+    if hashes:
+        return len(hashes)
+    n = gens.get("generations")
+    return max(1, n) if isinstance(n, int) and not isinstance(n, bool) else 1
+
+
+def instruction_set_quote(*, data: Any) -> dict[str, Any]:
+    """The quote of a whole GenerationInput: every step, times its number of generations; a
+    GenerationInput that fails validation is GraphError (400)."""
+    clean = generation_input_validate(data)
+    return _public_quote(quote_steps(clean.get("steps") or [],
+                                     generations=_generation_count(clean)))
+
+
+def workflow_test_run(*, user: Any, workflow_id: UUID | str) -> Job:
+    """Run a workflow's `test` payload as a one-step job (job_type `workflow_test`), charged to
+    the staff user like any job; Unprocessable (422) when the workflow has no test payload."""
+    workflow = workflows.workflow_get(user=user, workflow_id=workflow_id)
+    test = (workflow.data or {}).get("test")
+    if not isinstance(test, dict):
+        raise Unprocessable("This workflow has no test payload.",
+                            details={"data.test": ["Missing: set a sample payload first."]})
+    return job_create_from_input(
+        user=user, data=_one_step_input(workflow, test, generations=1), collection_id=None,
+        name=f"Workflow test: {workflow.label or workflow.name}", count=1,
+        job_type="workflow_test")
