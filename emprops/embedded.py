@@ -97,22 +97,26 @@ class Supervisor:
         return proc
 
     def stop_all(self, timeout: float = 10) -> None:
-        for _name, proc in reversed(self.children):
-            if proc.poll() is None:
+        """SIGTERM the app processes, then the databases they use; SIGKILL what lingers."""
+        services = [c for c in self.children if c[0] in ("postgres", "redis")]
+        apps = [c for c in self.children if c not in services]
+        for group in (apps, services):
+            for _name, proc in reversed(group):
+                if proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + timeout
+            for _name, proc in reversed(group):
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + timeout
-        for _name, proc in reversed(self.children):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    proc.wait()
         self.children.clear()
         self._pids_file.unlink(missing_ok=True)
 

@@ -69,13 +69,13 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
                             "--port", str(port), "--timeout-graceful-shutdown", "2",
                             "--no-server-header", "--log-level", "warning"], cwd=ROOT, env=env)
     sup.spawn("worker", [PY, "-m", "celery", "-A", "emprops", "worker", "-Q", queues,
-                         "-c", concurrency, "-O", "fair", "--loglevel", "INFO",
+                         "-c", concurrency, "-O", "fair", "--loglevel", "WARNING",
                          "-n", "embedded@%h"], cwd=ROOT, env=env)
     sup.spawn("beat", [PY, "-m", "celery", "-A", "emprops", "beat", "--loglevel", "WARNING",
                        "-s", str(Path(sup.state_dir) / "celerybeat-schedule")], cwd=ROOT, env=env)
     sup.spawn("flower", [PY, "-m", "celery", "-A", "emprops", "flower", f"--port={flower_port}",
                          f"--address={host}", f"--basic-auth=admin:{demo['admin_password']}",
-                         "--logging=warning"], cwd=ROOT, env=env)
+                         "--logging=error"], cwd=ROOT, env=env)
     _wait_http(port, host, web)
     print(f"API: http://{host}:{port}/api")
     print(f"Docs: http://{host}:{port}/api/docs")
