@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import threading
 from typing import Any
 
 import httpx
 import pytest
 from django.core import signing
-from django.db import transaction
+from django.db import connections, transaction
 
 from jobs_app.events import EVENTS_TOKEN_SALT
 from jobs_app.models import Generation, Job, JobEvent, JobHistory, NodeRun
@@ -238,3 +240,97 @@ def test_the_pages_token_opens_the_event_stream_on_a_real_server(client, staff, 
     assert [r["message"] for r in json.loads(frames[1]["data"])] == [
         "Job created and pending execution", "Node started", "Generation completed successfully"]
     assert int(frames[1]["id"]) == JobEvent.objects.filter(job=job).count()
+
+
+def _outside_playwright(fn: Any) -> Any:
+    """Run ORM code in a plain thread: Playwright's sync API keeps an event loop in this one."""
+    result: list[Any] = []
+
+    def target() -> None:
+        try:
+            result.append(fn())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert result, "the ORM call failed or hung"
+    return result[0]
+
+
+@pytest.mark.browser
+@pytest.mark.server
+@pytest.mark.timeout(90)
+def test_the_page_follows_the_job_live_in_a_real_browser(client, staff, alice, transactional_db,
+                                                         tmp_path):
+    # given a pending job open on the admin page in Chromium, served by a real uvicorn
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("EMPROPS_CHROMIUM_PATH", "/usr/bin/chromium")
+    if not os.path.exists(chromium):
+        pytest.skip(f"no Chromium at {chromium}")
+    with transaction.atomic():
+        job = Job.objects.create(user=alice, name="Collection Generation: Live")
+        history_add(job=job, status="pending", message="Job created and pending execution")
+        job_changed(job=job)
+    client.force_login(staff)
+    web = WebProcess(tmp_path).start()
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            context = browser.new_context()
+            context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
+                                  "url": web.url}])
+            page = context.new_page()
+            page.goto(f"{web.url}/admin/jobs_app/job/{job.id}/change/")
+            page.wait_for_function(
+                "document.getElementById('job-live-connection').textContent === 'connected'",
+                timeout=15_000)
+
+            # when the job runs and completes (committed outside the web process)
+            def run() -> JobHistory | None:
+                with transaction.atomic():
+                    job.status, job.progress = Job.Status.PROCESSING, 50
+                    job.save(update_fields=["status", "progress", "updated_at"])
+                    row = history_add(job=job, status="processing", message="Node started",
+                                      data={"gid": 0, "node": "p5", "nodeId": 2})
+                    job_changed(job=job)
+                return row
+
+            started = _outside_playwright(run)
+            page.wait_for_selector(f'#job-history tr[data-id="{started.id}"]', timeout=15_000)
+            page.wait_for_function(
+                "document.getElementById('job-live-status').textContent === 'processing'",
+                timeout=15_000)
+
+            def complete() -> JobHistory | None:
+                output = {"id": str(job.id), "generation": {"id": 0, "hash": HASH}, "steps": [
+                    {"id": 2, "nodeName": "p5", "nodeAlias": None,
+                     "nodeResponse": {"src": IMAGE_URL, "mimeType": "image/png"}}]}
+                with transaction.atomic():
+                    job.data = {"outputs": [output]}
+                    job.status, job.progress = Job.Status.COMPLETED, 100
+                    job.save(update_fields=["data", "status", "progress", "updated_at"])
+                    row = history_add(job=job, status="completed",
+                                      message="Generation completed successfully",
+                                      data={"gid": 0, "outputs": output})
+                    job_changed(job=job)
+                return row
+
+            done = _outside_playwright(complete)
+
+            # then the page shows it without a reload: status, progress, rows and the output
+            page.wait_for_selector(f'#job-outputs img[src="{IMAGE_URL}"]', timeout=15_000)
+            page.wait_for_selector(f'#job-history tr[data-id="{done.id}"]', timeout=15_000)
+            status = page.text_content("#job-live-status")
+            progress = page.text_content("#job-live-progress")
+            history_ids = page.eval_on_selector_all("#job-history tbody tr",
+                                                    "rows => rows.map(r => r.dataset.id)")
+        finally:
+            browser.close()
+            web.stop()
+
+    assert (status, progress) == ("completed", "100")
+    assert history_ids == [str(r.id) for r in JobHistory.objects.filter(job=job)
+                           .order_by("created_at", "id")]
