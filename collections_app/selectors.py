@@ -67,3 +67,13 @@ def collection_preview_get(*, user: Any, collection_id: UUID | str) -> Collectio
 
 def flat_file_get(*, user: Any, file_id: int) -> FlatFile:
     return get_or_not_found(FlatFile.objects.filter(user=user), label="File", pk=file_id)
+
+
+def file_list(*, user: Any) -> QuerySet[FlatFile]:
+    """The user's files, newest first."""
+    return FlatFile.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def collection_list_all() -> QuerySet[Collection]:
+    """Every user's collections, newest first: a staff read, deliberately not owner-scoped."""
+    return Collection.objects.select_related("project").order_by("-created_at")

@@ -9,22 +9,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
 
 from collections_app.models import FlatFile
 from emprops import storage
-from emprops.errors import DomainError, ValidationFailed
-
-
-class PayloadTooLarge(DomainError):
-    status_code = 413
-    code = "payload_too_large"
-
-
-class UnsupportedFileType(DomainError):
-    status_code = 415
-    code = "unsupported_media_type"
-
+from emprops.errors import PayloadTooLarge, UnsupportedFileType, ValidationFailed
 
 # (mime type, extension); only formats an `image_loader` or a text field can use
 _IMAGE_TYPES = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"),
@@ -122,6 +110,3 @@ def file_upload(*, user: Any, upload: Any) -> FlatFile:
         raise
 
 
-def file_list(*, user: Any) -> QuerySet[FlatFile]:
-    """The user's files (a read; collections_app/selectors.py is the place for it)."""
-    return FlatFile.objects.filter(user=user).order_by("-created_at", "-id")

@@ -54,3 +54,13 @@ class Unprocessable(DomainError):
 class RateLimited(DomainError):
     status_code = 429
     code = "rate_limited"
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedFileType(DomainError):
+    status_code = 415
+    code = "unsupported_media_type"

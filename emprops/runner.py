@@ -68,11 +68,12 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
     web = sup.spawn("web", [PY, "-m", "uvicorn", "emprops.asgi:application", "--host", host,
                             "--port", str(port), "--timeout-graceful-shutdown", "2",
                             "--no-server-header", "--log-level", "warning"], cwd=ROOT, env=env)
+    quiet = {**env, "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING")}
     sup.spawn("worker", [PY, "-m", "celery", "-A", "emprops", "worker", "-Q", queues,
                          "-c", concurrency, "-O", "fair", "--loglevel", "WARNING",
-                         "-n", "embedded@%h"], cwd=ROOT, env=env)
+                         "-n", "embedded@%h"], cwd=ROOT, env=quiet)
     sup.spawn("beat", [PY, "-m", "celery", "-A", "emprops", "beat", "--loglevel", "WARNING",
-                       "-s", str(Path(sup.state_dir) / "celerybeat-schedule")], cwd=ROOT, env=env)
+                       "-s", str(Path(sup.state_dir) / "celerybeat-schedule")], cwd=ROOT, env=quiet)
     sup.spawn("flower", [PY, "-m", "celery", "-A", "emprops", "flower", f"--port={flower_port}",
                          f"--address={host}", f"--basic-auth=admin:{demo['admin_password']}",
                          "--logging=error"], cwd=ROOT, env=env)

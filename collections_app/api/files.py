@@ -40,7 +40,7 @@ class FileListCreateView(ViewerListView):
     ordering_fields = ["created_at", "name"]
 
     def list_for_viewer(self) -> Any:
-        return services_files.file_list(user=self.request.user)
+        return selectors.file_list(user=self.request.user)
 
     @extend_schema(request={"multipart/form-data": FileUploadInputSerializer},
                    responses={201: UserFileOutputSerializer},
