@@ -75,6 +75,8 @@ class CreditsHold(models.Model):
     per_generation = models.DecimalField(max_digits=18, decimal_places=4, default=Decimal(0))
     # generation ids already charged or released: a redelivered settle is a no-op
     settled_gids = models.JSONField(default=list, blank=True)
+    # bumped when a retry re-holds credits: charge idempotency keys are per round
+    round = models.IntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.HELD)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

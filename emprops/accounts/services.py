@@ -193,7 +193,9 @@ def credits_hold_reopen(*, job_id: uuid.UUID, gids: Iterable[int]) -> None:
     hold.remaining = hold.remaining + extra
     hold.amount = hold.amount + extra
     hold.status = CreditsHold.Status.HELD
-    hold.save(update_fields=["settled_gids", "remaining", "amount", "status", "updated_at"])
+    hold.round = hold.round + 1
+    hold.save(update_fields=["settled_gids", "remaining", "amount", "status", "round",
+                             "updated_at"])
 
 
 def _finish_hold(hold: CreditsHold) -> None:
@@ -219,7 +221,7 @@ def credits_charge_generation(*, job_id: uuid.UUID, gid: int, comment: str) -> D
             CreditsBalance.objects.filter(pk=row.pk).update(balance=F("balance") - take)
             CreditsHistory.objects.create(
                 user=user, flow=CreditsHistory.Flow.OUT, amount=take, credit_type=ctype,
-                comment=comment, job_id=job_id, idempotency_key=f"charge:{job_id}:{gid}:{ctype}",
+                comment=comment, job_id=job_id, idempotency_key=f"charge:{job_id}:{gid}:{ctype}:{hold.round}",
             )
             charged += take
         hold.remaining = hold.remaining - due

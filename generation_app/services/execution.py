@@ -246,6 +246,9 @@ def _config() -> dict[str, Any]:
         "LLM_MODEL": settings.LLM_MODEL, "LLM_TIMEOUT_SECONDS": settings.LLM_TIMEOUT_SECONDS,
         "OUTBOUND_ALLOW_HOSTS": list(settings.OUTBOUND_ALLOW_HOSTS),
         "MEDIA_URL": settings.MEDIA_URL,
+        "OPENAI_BASE_URL": settings.OPENAI_BASE_URL, "OPENAI_API_KEY": settings.OPENAI_API_KEY,
+        "OPENAI_MODEL": settings.OPENAI_MODEL, "OPENAI_IMAGE_MODEL": settings.OPENAI_IMAGE_MODEL,
+        "OPENAI_TIMEOUT_SECONDS": settings.OPENAI_TIMEOUT_SECONDS,
     }
 
 
@@ -308,7 +311,13 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
             logger.exception("node %s of job %s failed unexpectedly", run.node_name, job.id)
             return node_run_fail(run=run, error=NodeError(
                 f"Internal error: {type(exc).__name__}", retryable=True, failure_type="INTERNAL"))
-    return node_run_complete(run=run, result=result, payload=payload)
+    try:
+        return node_run_complete(run=run, result=result, payload=payload)
+    except Exception as exc:  # a bug in recording: say so instead of looking like a lost worker
+        logger.exception("recording node %s of job %s failed", run.node_name, job.id)
+        return node_run_fail(run=run, error=NodeError(
+            f"Internal error while recording the output: {type(exc).__name__}", retryable=True,
+            failure_type="INTERNAL"))
 
 
 def _aliases(job: Job) -> dict[str, int]:
