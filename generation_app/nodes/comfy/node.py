@@ -75,7 +75,12 @@ class ComfyWorkflowNode(Node):
             mimetypes.guess_extension(output.mime_type) or ".bin"
         )
         filename = f"{_safe_name(name)}{suffix.lower()}"
-        stored = StoredFile(filename=filename, content=output.content, mime_type=output.mime_type)
+        content = output.content
+        if _uses_api_key(data) and content.startswith(PNG_SIGNATURE):
+            # ComfyUI writes the whole graph (with the filled-in API key) into the PNG's text
+            # chunks; a stored output must not carry a user's secret
+            content = strip_png_text(content)
+        stored = StoredFile(filename=filename, content=content, mime_type=output.mime_type)
         return NodeOutput(
             mime_type=output.mime_type,
             files=[stored],
@@ -89,6 +94,37 @@ class ComfyWorkflowNode(Node):
                 }
             },
         )
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TEXT_CHUNKS = {b"tEXt", b"zTXt", b"iTXt"}
+
+
+def _uses_api_key(data: Mapping[str, Any]) -> bool:
+    inputs = data.get("inputs")
+    if not isinstance(inputs, Mapping):
+        return False
+    return any(isinstance(spec, Mapping) and spec.get("type") == "api_key"
+               for node in inputs.values() if isinstance(node, Mapping)
+               for spec in node.values())
+
+
+def strip_png_text(content: bytes) -> bytes:
+    """The same PNG without its text chunks (pixel data untouched); malformed input unchanged."""
+    out = bytearray(PNG_SIGNATURE)
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(content):
+        length = int.from_bytes(content[pos:pos + 4], "big")
+        kind = content[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > len(content):
+            return content
+        if kind not in _TEXT_CHUNKS:
+            out += content[pos:end]
+        pos = end
+        if kind == b"IEND":
+            return bytes(out)
+    return content
 
 
 def _safe_name(name: str) -> str:

@@ -138,3 +138,23 @@ def test_an_input_mapping_to_a_missing_node_is_an_error() -> None:
 
     with pytest.raises(NodeError, match="ComfyUI node 99"):
         build_prompt_graph(data=data, values={}, seed=1, render_prompt=str)
+
+
+def test_strip_png_text_drops_text_chunks_and_keeps_pixels():
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    from generation_app.nodes.comfy.node import strip_png_text
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", '{"9": {"inputs": {"api_key": "sk-secret"}}}')
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(buf, "PNG", pnginfo=info)
+    original = buf.getvalue()
+
+    stripped = strip_png_text(original)
+
+    assert b"sk-secret" in original
+    assert b"sk-secret" not in stripped
+    assert Image.open(io.BytesIO(stripped)).convert("RGB").getpixel((0, 0)) == (1, 2, 3)
