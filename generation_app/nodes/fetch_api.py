@@ -118,10 +118,14 @@ class FetchApiNode(Node):
         ) as http:
             ctx.report_progress(0.05)
             method = str(api.get("method") or "POST").upper()
+            submit_headers = dict(headers)
+            if ctx.run_key and not any(k.lower() == "idempotency-key" for k in headers):
+                # stable across redeliveries: APIs that honour it return the first job, not a new one
+                submit_headers["Idempotency-Key"] = ctx.run_key
             response = http.send(
                 method,
                 str(api["url"]),
-                headers=headers,
+                headers=submit_headers,
                 body=body if method not in ("GET", "HEAD") else None,
                 success=success_codes(api.get("successResponseCode"), ANY_2XX),
                 what="API request",
