@@ -1,7 +1,7 @@
 # The two commands: `make run` and `make test`. Both set up everything they need first.
 SHELL := /bin/bash
 PY := .venv/bin/python
-export XDG_RUNTIME_DIR ?= /tmp
+export XDG_RUNTIME_DIR ?= $(CURDIR)/var/run
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test setup venv browser lint typecheck clean
@@ -26,6 +26,7 @@ browser:
 	fi
 
 setup: venv browser
+	@mkdir -p var/run && chmod 700 var/run
 
 run: setup
 	$(PY) -m emprops.embedded run

@@ -172,7 +172,37 @@ def envelope_schema_hook(result: dict[str, Any], generator: Any, request: Any,
                     "description": desc,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 })
+    result.setdefault("paths", {})["/api/jobs/{job_id}/events"] = _EVENTS_PATH
     return result
+
+
+# the stream is a plain async view (see jobs_app/events.py), so it is described by hand
+_EVENTS_PATH = {"get": {
+    "operationId": "jobs_events_stream",
+    "summary": "Live Server-Sent Events of a job",
+    "description": (
+        "On connect: `job_update` then `history_init` (all history rows); then live `job_update` "
+        "and `job_history` events and a keep-alive comment at least every 30 s. Every event's id "
+        "is the job's event sequence number: reconnect with `Last-Event-ID` to receive exactly "
+        "the missed events. Authenticate with the API headers or `?token=` from "
+        "`POST /api/jobs/{job_id}/events/token`. Errors before streaming are enveloped JSON."),
+    "tags": ["jobs"],
+    "parameters": [
+        {"name": "job_id", "in": "path", "required": True,
+         "schema": {"type": "string", "format": "uuid"}},
+        {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "Last-Event-ID", "in": "header", "required": False,
+         "schema": {"type": "string"}},
+    ],
+    "responses": {
+        "200": {"description": "An event stream",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "401": {"description": "Not authenticated", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}},
+        "404": {"description": "Not found (or not yours)", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}},
+    },
+}}
 
 
 __all__ = ["EnvelopeRenderer", "EnvelopePagination", "exception_handler", "get_or_not_found"]

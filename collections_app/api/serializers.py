@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collections_app.models import (
@@ -106,6 +107,9 @@ class CollectionPreviewOutputSerializer(serializers.ModelSerializer):
         latest = obj.versions.filter(is_latest=True).first()
         return latest.version if latest else None
 
+    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+        "version": {"type": "integer"}, "is_latest": {"type": "boolean"},
+        "data": {"type": "object"}, "created_at": {"type": "string", "format": "date-time"}}}})
     def get_versions(self, obj: CollectionPreview) -> list[dict[str, object]]:
         return [{"version": v.version, "is_latest": v.is_latest, "data": v.data,
                  "created_at": v.created_at} for v in obj.versions.order_by("-version")[:20]]
