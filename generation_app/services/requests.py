@@ -107,6 +107,10 @@ def job_create_from_input(*, user: Any, data: Any, collection_id: str | None, na
     run per step; the first steps are announced to their queues when the transaction commits.
     Raises before creating anything (400/402/404/422)."""
     with transaction.atomic():
+        if collection_id is not None:
+            # a stored collection whose workflow was deleted or misconfigured since it was saved
+            # can no longer run: 422, before the generic validation would call it a bad input
+            plan_steps(data if isinstance(data, dict) else {})
         data = generation_input_validate(data)
         plan = plan_steps(data)
         overrides = _apply_variable_overrides(data.get("variables") or [], variables or {})
