@@ -143,3 +143,35 @@ def test_stream_refuses_before_streaming(alice, bob, web):
     assert bad_token.status_code == 401
     assert bob_token_try.status_code == 404
     assert [e["event"] for e in first] == ["job_update", "history_init"]
+
+
+@pytest.mark.server
+@pytest.mark.timeout(90)
+def test_waiting_streams_hold_no_database_connection(alice, web):
+    from django.db import connection
+
+    job = Job.objects.create(user=alice, name="quiet")
+    _, key = api_key_create(user=alice)
+
+    def backend_count() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND pid <> pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+    clients = [httpx.Client(base_url=web.url, headers={"X-API-Key": key}, timeout=30)
+               for _ in range(25)]
+    streams = [c.stream("GET", f"/api/jobs/{job.id}/events") for c in clients]
+    responses = [s.__enter__() for s in streams]
+    try:
+        for r in responses:  # each got its snapshot, so each has run its database reads
+            read_events(r, until=lambda ev: len(ev) >= 2, timeout=20)
+        held = backend_count()
+    finally:
+        for s in streams:
+            s.__exit__(None, None, None)
+        for c in clients:
+            c.close()
+
+    assert all(r.status_code == 200 for r in responses)
+    assert held <= 2  # 25 open streams, (almost) no server connections
