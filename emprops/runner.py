@@ -67,7 +67,8 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
     concurrency = os.environ.get("WORKER_CONCURRENCY", str(max(4, (os.cpu_count() or 2) * 2)))
     web = sup.spawn("web", [PY, "-m", "uvicorn", "emprops.asgi:application", "--host", host,
                             "--port", str(port), "--timeout-graceful-shutdown", "2",
-                            "--no-server-header", "--log-level", "warning"], cwd=ROOT, env=env)
+                            "--no-server-header", "--log-level", "warning"], cwd=ROOT,
+                           env={**env, "DB_POOL": os.environ.get("DB_POOL", "1")})
     quiet = {**env, "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING")}
     sup.spawn("worker", [PY, "-m", "celery", "-A", "emprops", "worker", "-Q", queues,
                          "-c", concurrency, "-O", "fair", "--loglevel", "WARNING",

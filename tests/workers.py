@@ -107,7 +107,8 @@ class WebProcess:
     def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log = tmp / f"web-{self.port}.log"
-        self.env = test_env(**(env or {}))
+        # as `make run` serves it: Django's psycopg connection pool in the web process
+        self.env = test_env(**{"DB_POOL": "1", **(env or {})})
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
