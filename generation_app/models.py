@@ -1,1 +1,191 @@
-"""generation_app orchestrates the other apps; its records live in jobs_app and collections_app."""
+"""generation_app orchestrates the other apps; most of its records live in jobs_app and
+collections_app. Its own rows: webhooks (an outbox of deliveries written in the same transaction
+as the job change they describe), collection schedules and templates."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class WebhookSecret(models.Model):
+    """A user's Standard Webhooks signing secret (`whsec_<base64>`)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="webhook_secret")
+    secret = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "webhook_secret"
+
+    def __str__(self) -> str:
+        return f"webhook secret of {self.user_id}"
+
+
+class WebhookEndpoint(models.Model):
+    """A user's standing webhook: every job of theirs reports the chosen events here."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="webhook_endpoints")
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list, blank=True)  # empty: every event
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "webhook_endpoint"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event for one target: the row is the record of pending work, a task only announces it.
+
+    A sender claims the row by moving `next_attempt_at` forward (a lease) with a conditional
+    UPDATE, so two deliveries of the announcing message never send concurrently, and a sender
+    that dies leaves the row due again for the reaper.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    webhook_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="webhook_deliveries")
+    job = models.ForeignKey("jobs_app.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="webhook_deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="deliveries")
+    url = models.CharField(max_length=2000)
+    event = models.CharField(max_length=32)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    announced_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(null=True, blank=True)
+    # what enqueued it, so a state change recorded twice cannot enqueue twice
+    dedupe_key = models.CharField(max_length=300, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "webhook_delivery"
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"]),
+                   models.Index(fields=["user", "-created_at"]),
+                   models.Index(fields=["job", "event", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.url}"
+
+
+class WebhookAttempt(models.Model):
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE,
+                                 related_name="attempt_rows")
+    attempted_at = models.DateTimeField()
+    status_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    duration_ms = models.IntegerField(default=0)
+
+    class Meta:
+        db_table = "webhook_attempt"
+        ordering = ["attempted_at", "id"]
+
+
+class CollectionSchedule(models.Model):
+    """Generations of a collection on a cron or an interval, run by beat as their owner."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"
+        ENDED = "ended"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="collection_schedules")
+    collection = models.ForeignKey("collections_app.Collection", on_delete=models.CASCADE,
+                                   related_name="schedules")
+    cron = models.CharField(max_length=200, null=True, blank=True)
+    interval_seconds = models.IntegerField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    end_at = models.DateTimeField(null=True, blank=True)
+    count = models.IntegerField(default=1)
+    variables = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "collection_schedule"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "next_run_at"])]
+        constraints = [models.CheckConstraint(
+            condition=(Q(cron__isnull=False) & Q(interval_seconds__isnull=True))
+            | (Q(cron__isnull=True) & Q(interval_seconds__isnull=False)),
+            name="schedule_cron_xor_interval")]
+
+    def __str__(self) -> str:
+        return f"{self.cron or f'every {self.interval_seconds} s'} ({self.status})"
+
+
+class ScheduleRun(models.Model):
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted"
+        REFUSED = "refused"
+
+    schedule = models.ForeignKey(CollectionSchedule, on_delete=models.CASCADE,
+                                 related_name="runs")
+    scheduled_for = models.DateTimeField()
+    job = models.ForeignKey("jobs_app.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="schedule_runs")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    error = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "schedule_run"
+        ordering = ["-scheduled_for"]
+        # one run per slot, however often beat fires
+        constraints = [models.UniqueConstraint(fields=["schedule", "scheduled_for"],
+                                               name="uniq_schedule_slot")]
+
+
+class Template(models.Model):
+    """A saved GenerationInput with declared parameters (name, JSON Schema, JSON-pointer target).
+
+    `owner` null: published by staff.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.CASCADE, related_name="templates")
+    name = models.CharField(max_length=300)
+    description = models.TextField(blank=True, default="")
+    data = models.JSONField()
+    parameters = models.JSONField(default=list, blank=True)
+    is_public = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "template"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
