@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -19,7 +21,9 @@ def public_url(key: str) -> str:
 
 def save_overwrite(key: str, content: bytes) -> str:
     """Store bytes at exactly `key`, replacing what is there (a retried run writes the same key)."""
-    if default_storage.exists(key):
+    # Free the name only where the storage would otherwise pick another one (local files); with
+    # S3's file_overwrite the PUT itself replaces the object, with no moment where it is missing.
+    if default_storage.get_available_name(key) != key:
         default_storage.delete(key)
     saved = default_storage.save(key, ContentFile(content))
     if saved != key:  # a racing writer took the name between delete and save
@@ -39,11 +43,21 @@ def key_for_url(url: str) -> str | None:
     prefixes = []
     if settings.CDN_URL:
         prefixes.append(settings.CDN_URL.rstrip("/") + "/")
-    base = default_storage.url("")
+    base = _storage_url_base()
     prefixes.append(base)
     if base.startswith("/") and settings.PUBLIC_BASE_URL:
         prefixes.append(settings.PUBLIC_BASE_URL.rstrip("/") + base)
     for prefix in prefixes:
         if prefix and url.startswith(prefix):
-            return url[len(prefix):].split("?", 1)[0]
+            return unquote(url[len(prefix) :].split("?", 1)[0])
     return None
+
+
+_PROBE_KEY = "emprops-probe-key"
+
+
+def _storage_url_base() -> str:
+    # S3 refuses `url("")` (an empty Key), so take the URL of a probe key and cut the key off;
+    # a signed URL's query string differs per call and is not part of the base.
+    url = default_storage.url(_PROBE_KEY).split("?", 1)[0]
+    return url[: url.rfind(_PROBE_KEY)]
