@@ -106,3 +106,30 @@ class CreditsHistory(models.Model):
     class Meta:
         db_table = "credits_history"
         ordering = ["-created_at", "-id"]
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key` on one endpoint (SPEC section 9): claimed by an INSERT before
+    the request runs, then holding the first response for 24 h. A failed request deletes its claim
+    so the client may retry with the same key."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        COMPLETED = "completed"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.CharField(max_length=300)  # "POST /api/collections/generate"
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)  # sha256 of the canonical JSON body
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IN_PROGRESS)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "idempotency_key"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "endpoint", "key"], name="uniq_idempotency_key"),
+        ]
+        indexes = [models.Index(fields=["created_at"])]

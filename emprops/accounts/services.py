@@ -153,13 +153,11 @@ def credits_grant(*, user: User, amount: Decimal, credit_type: str, comment: str
         )
 
 
-def credits_hold(*, user: User, job_id: uuid.UUID, per_generation: Decimal, generations: int,
-                 quote: dict[str, Any]) -> CreditsHold:
-    """Reserve a request's cost, or InsufficientCredits (402, the quote in details).
-
-    Call inside the request's transaction: the hold and the job commit together or not at all.
-    """
-    amount = (Decimal(per_generation) * generations).quantize(FOUR_PLACES)
+def credits_require(*, user: User, amount: Decimal, quote: dict[str, Any]) -> None:
+    """InsufficientCredits (402, the quote in details) unless `amount` is spendable (balance minus
+    holds). Locks the user's ledger until the transaction ends, so holds created after it in the
+    same transaction (a batch checked as one sum) cannot be overtaken by a concurrent request."""
+    amount = Decimal(amount).quantize(FOUR_PLACES)
     _lock_user(user.pk)
     balances = _balances_locked(user)
     spendable = sum((b.balance for b in balances.values()), Decimal(0)) - held_total(user=user)
@@ -168,6 +166,16 @@ def credits_hold(*, user: User, job_id: uuid.UUID, per_generation: Decimal, gene
             f"Not enough credits: this request costs {amount}, you have {spendable} available.",
             details={"quote": quote, "available": str(spendable), "required": str(amount)},
         )
+
+
+def credits_hold(*, user: User, job_id: uuid.UUID, per_generation: Decimal, generations: int,
+                 quote: dict[str, Any]) -> CreditsHold:
+    """Reserve a request's cost, or InsufficientCredits (402, the quote in details).
+
+    Call inside the request's transaction: the hold and the job commit together or not at all.
+    """
+    amount = (Decimal(per_generation) * generations).quantize(FOUR_PLACES)
+    credits_require(user=user, amount=amount, quote=quote)
     return CreditsHold.objects.create(
         user=user, job_id=job_id, amount=amount, remaining=amount,
         per_generation=Decimal(per_generation).quantize(FOUR_PLACES),

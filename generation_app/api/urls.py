@@ -1,8 +1,12 @@
 from django.urls import path
 
-from generation_app.api import views
+from generation_app.api import unified_views, views
 
 urlpatterns = [
+    path("collections/generate", unified_views.UnifiedGenerateView.as_view(),
+         name="collections-generate"),
+    path("collections/generate/batch", unified_views.UnifiedBatchView.as_view(),
+         name="collections-generate-batch"),
     path("collections/<uuid:collection_id>/generations", views.CollectionGenerateView.as_view(),
          name="collection-generations"),
     path("jobs/<uuid:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from emprops.idempotency import idempotent
 from generation_app.api import serializers as s
 from generation_app.services import control
 from generation_app.services.requests import generation_request
@@ -18,6 +19,7 @@ class CollectionGenerateView(APIView):
     @extend_schema(request=s.GenerationRequestInputSerializer,
                    responses={202: s.GenerationRequestOutputSerializer},
                    summary="Start generations of a collection: one job holding all of them")
+    @idempotent
     def post(self, request: Request, collection_id: UUID) -> Response:
         body = s.GenerationRequestInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
