@@ -305,9 +305,28 @@ LOGGING = {
     },
 }
 
+# ---- webhooks and schedules -------------------------------------------------------------------
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "10"))
+# waits after the 1st, 2nd, ... failed attempt; the last repeats until WEBHOOK_MAX_AGE_SECONDS
+WEBHOOK_BACKOFF_SECONDS = [float(x) for x in os.environ.get(
+    "WEBHOOK_BACKOFF_SECONDS", "5,30,120,600,1800,3600,7200").split(",") if x.strip()]
+WEBHOOK_MAX_AGE_SECONDS = int(os.environ.get("WEBHOOK_MAX_AGE_SECONDS", str(24 * 3600)))
+WEBHOOK_PROGRESS_INTERVAL_SECONDS = float(os.environ.get("WEBHOOK_PROGRESS_INTERVAL_SECONDS", "5"))
+SCHEDULE_MIN_INTERVAL_SECONDS = int(os.environ.get("SCHEDULE_MIN_INTERVAL_SECONDS", "60"))
+
 CELERY_BEAT_SCHEDULE = {
     "reap-node-runs": {
         "task": "generation.reap",
+        "schedule": REAPER_INTERVAL_SECONDS,
+        "options": {"queue": "engine", "expires": max(5.0, REAPER_INTERVAL_SECONDS * 2)},
+    },
+    "redeliver-webhooks": {
+        "task": "generation.redeliver_webhooks",
+        "schedule": REAPER_INTERVAL_SECONDS,
+        "options": {"queue": "engine", "expires": max(5.0, REAPER_INTERVAL_SECONDS * 2)},
+    },
+    "run-due-schedules": {
+        "task": "generation.run_due_schedules",
         "schedule": REAPER_INTERVAL_SECONDS,
         "options": {"queue": "engine", "expires": max(5.0, REAPER_INTERVAL_SECONDS * 2)},
     },

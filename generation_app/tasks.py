@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import shared_task
 
-from generation_app.services import execution, reaper
+from generation_app.services import execution, reaper, schedules, webhooks
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
@@ -27,3 +27,24 @@ def reap() -> dict[str, int]:
 def announce(run_id: int, queue: str, priority: int) -> None:
     """Tell a queue that a node run is ready (the row, not the message, is the record)."""
     run_node.apply_async((run_id,), queue=queue, priority=priority)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             name="generation.deliver_webhook")
+def deliver_webhook(self: Any, delivery_id: str) -> None:
+    webhooks.webhook_deliver(delivery_id=delivery_id)
+
+
+@shared_task(ignore_result=True, name="generation.redeliver_webhooks")
+def redeliver_webhooks() -> int:
+    return webhooks.deliveries_announce_due()
+
+
+@shared_task(ignore_result=True, name="generation.run_due_schedules")
+def run_due_schedules() -> int:
+    return schedules.schedules_run_due()
+
+
+def announce_webhook(delivery_id: str) -> None:
+    """Tell the `io` queue that a webhook delivery is due (the row is the record)."""
+    deliver_webhook.apply_async((delivery_id,), queue="io")

@@ -32,6 +32,7 @@ from generation_app.engine.dag import build_dag
 from generation_app.engine.refs import RefError, resolve_payload
 from generation_app.nodes.base import NodeError, NodeOutput, RunContext
 from generation_app.nodes.registry import VARIABLES_STEP_ID, node_class, runs_inline
+from generation_app.services import webhooks
 from generation_app.services.steps import prompt_keys_for, workflow_snapshot
 from jobs_app import services as jobs
 from jobs_app.models import Generation, Job, NodeRun
@@ -477,6 +478,7 @@ def _generation_completed(*, job: Job, gen: Generation) -> None:
     jobs.history_add(job=job, status="completed", message="Generation completed successfully",
                      data={"gid": gen.gid, "outputs": output},
                      dedupe_key=f"gen-done:{gen.gid}:{job.retry_count}")
+    webhooks.generation_completed(job=job, output=output)
     _after_generation_finished(job)
 
 
@@ -499,6 +501,7 @@ def _after_generation_finished(job: Job) -> None:
     job.completed_at = now
     job.save(update_fields=["status", "error_message", "completed_at", "updated_at"])
     accounts.credits_release_job(job_id=job.id)
+    webhooks.job_finished(job=job)
 
 
 def _update_progress(job: Job) -> None:
@@ -512,6 +515,7 @@ def _update_progress(job: Job) -> None:
     job.progress = progress
     job.save(update_fields=["progress", "updated_at"])
     jobs.job_changed(job=job)
+    webhooks.job_progress(job=job)
 
 
 def node_run_progress(*, run: NodeRun, fraction: float) -> None:

@@ -1,0 +1,124 @@
+"""Admin for webhooks (endpoints editable; deliveries and attempts read-only, written by the
+sender), schedules (pause/resume actions) and templates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from generation_app.models import (
+    CollectionSchedule,
+    ScheduleRun,
+    Template,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from generation_app.services.schedules import next_run_after
+
+
+class _ReadOnly:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["url", "user", "events", "active", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["url", "user__username", "id"]
+    raw_id_fields = ["user"]
+
+
+class WebhookAttemptInline(_ReadOnly, admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    fields = ("attempted_at", "status_code", "error", "duration_ms")
+    readonly_fields = fields
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ["event", "url", "status", "attempts", "last_status_code", "next_attempt_at",
+                    "created_at", "delivered_at"]
+    list_filter = ["status", "event"]
+    search_fields = ["url", "webhook_id", "job__id", "user__username"]
+    readonly_fields = ["id", "webhook_id", "user", "job", "endpoint", "url", "event", "payload",
+                       "status", "attempts", "next_attempt_at", "announced_at",
+                       "last_status_code", "last_error", "dedupe_key", "created_at",
+                       "delivered_at"]
+    inlines = [WebhookAttemptInline]
+    actions = ["retry_now"]
+
+    @admin.action(description="Retry now (failed or pending deliveries)")
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        # back to pending and due: the beat re-announces it on its next pass (past the 24 h
+        # window it gets this one attempt)
+        n = queryset.exclude(status=WebhookDelivery.Status.SUCCEEDED).update(
+            status=WebhookDelivery.Status.PENDING, next_attempt_at=timezone.now())
+        self.message_user(request, f"{n} deliveries will be retried.")
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ["delivery", "attempted_at", "status_code", "error", "duration_ms"]
+    list_filter = ["status_code"]
+    readonly_fields = ["delivery", "attempted_at", "status_code", "error", "duration_ms"]
+
+
+class ScheduleRunInline(_ReadOnly, admin.TabularInline):
+    model = ScheduleRun
+    extra = 0
+    can_delete = False
+    fields = ("scheduled_for", "status", "job", "error", "created_at")
+    readonly_fields = fields
+
+
+@admin.register(CollectionSchedule)
+class CollectionScheduleAdmin(admin.ModelAdmin):
+    list_display = ["collection", "user", "cron", "interval_seconds", "timezone", "count",
+                    "status", "next_run_at", "last_run_at"]
+    list_filter = ["status"]
+    search_fields = ["collection__title", "user__username", "id"]
+    raw_id_fields = ["user", "collection"]
+    readonly_fields = ["next_run_at", "last_run_at", "created_at", "updated_at"]
+    inlines = [ScheduleRunInline]
+    actions = ["pause", "resume"]
+
+    @admin.action(description="Pause selected schedules")
+    def pause(self, request: HttpRequest, queryset: QuerySet[CollectionSchedule]) -> None:
+        queryset.filter(status=CollectionSchedule.Status.ACTIVE).update(
+            status=CollectionSchedule.Status.PAUSED)
+
+    @admin.action(description="Resume selected schedules from their next slot")
+    def resume(self, request: HttpRequest, queryset: QuerySet[CollectionSchedule]) -> None:
+        now = timezone.now()
+        for schedule in queryset.filter(status=CollectionSchedule.Status.PAUSED):
+            nxt = next_run_after(cron=schedule.cron, interval_seconds=schedule.interval_seconds,
+                                 tz=schedule.timezone, after=now)
+            CollectionSchedule.objects.filter(
+                pk=schedule.pk, status=CollectionSchedule.Status.PAUSED).update(
+                status=CollectionSchedule.Status.ACTIVE, next_run_at=nxt)
+
+
+@admin.register(ScheduleRun)
+class ScheduleRunAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ["schedule", "scheduled_for", "status", "job", "error", "created_at"]
+    list_filter = ["status"]
+    readonly_fields = ["schedule", "scheduled_for", "status", "job", "error", "created_at"]
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "is_public", "created_at"]
+    list_filter = ["is_public"]
+    search_fields = ["name", "description", "id"]
+    raw_id_fields = ["owner"]
