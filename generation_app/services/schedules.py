@@ -106,6 +106,13 @@ def schedule_create(*, user: Any, collection_id: Any, cron: str | None = None,
             f"interval_seconds must be between {settings.SCHEDULE_MIN_INTERVAL_SECONDS} and "
             f"{MAX_INTERVAL_SECONDS}.",
             details={"interval_seconds": ["Out of range."]})
+    known = {v.get("name") for v in (collection.data or {}).get("variables") or []
+             if isinstance(v, dict)}
+    unknown = sorted(str(k) for k in (variables or {}) if k not in known)
+    if unknown:  # caught now rather than as a refused run later
+        raise ValidationFailed(f"Unknown variables: {', '.join(unknown)}.",
+                               details={"variables": [f"The collection has no variable '{n}'."
+                                                      for n in unknown]})
     now = timezone.now()
     if end_at is not None and end_at <= now:
         raise ValidationFailed("end_at is in the past.", details={"end_at": ["In the past."]})

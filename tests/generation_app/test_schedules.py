@@ -120,6 +120,7 @@ def test_a_slot_runs_once_however_often_beat_fires(api_for, alice):
     ({"cron": "0 9 * * *", "interval_seconds": 3600}, "cron"),
     ({}, "cron"),
     ({"interval_seconds": 3600, "end_at": "2001-01-01T00:00:00Z"}, "end_at"),
+    ({"interval_seconds": 3600, "variables": {"what": "x"}}, "variables"),
 ])
 def test_bad_schedules_are_400(api_for, alice, body, field):
     client = api_for(alice)

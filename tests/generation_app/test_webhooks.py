@@ -129,6 +129,33 @@ def test_a_failing_receiver_gets_retries_until_it_answers(api_for, alice, start_
     assert [a["error"] for a in detail["attempt_log"]] == ["HTTP 500", "HTTP 500", None]
 
 
+@pytest.mark.worker
+@pytest.mark.timeout(90)
+def test_a_per_request_webhook_of_the_unified_endpoint_is_delivered(api_for, alice,
+                                                                     start_worker, receiver):
+    # given: no standing endpoint, only the request's own webhook
+    client = api_for(alice)
+    start_worker(env={"OUTBOUND_ALLOW_HOSTS": f"127.0.0.1:{receiver.port}"})
+    secret = client.get("/api/webhooks/secret").json()["data"]["secret"]
+
+    # when
+    response = client.post("/api/collections/generate", {
+        "workflow_name": "prompt", "inputs": {"prompt": "a cat"}, "count": 1,
+        "webhook": {"url": receiver.url, "events": ["completed"]}}, format="json")
+
+    # then: exactly the completed event, signed
+    assert response.status_code == 202, response.json()
+    job_id = response.json()["data"]["job"]["id"]
+    delivery = wait_for(lambda: WebhookDelivery.objects.filter(status="succeeded").first(), 60)
+    assert [(d.event, d.endpoint_id) for d in WebhookDelivery.objects.all()] == [
+        ("completed", None)]
+    [request] = receiver.requests
+    assert _verify(secret, request.headers, request.body)
+    body = json.loads(request.body)
+    assert body["type"] == "completed" and body["data"]["job"]["id"] == job_id
+    assert str(delivery.job_id) == job_id
+
+
 def _job_with_delivery(user, url: str) -> WebhookDelivery:
     job = Job.objects.create(user=user, name="Collection Generation: x", status="completed",
                              progress=100)
