@@ -40,6 +40,8 @@ class Job(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # a one-off `run_at`: no generation is admitted before this time (the reaper admits it)
+    not_before = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         db_table = "job"

@@ -126,7 +126,8 @@ def admit_waiting(*, user_id: Any) -> None:
         slots = settings.MAX_RUNNING_GENERATIONS_PER_USER - active
         if slots <= 0:
             return
-        waiting = list(Generation.objects.filter(job__user_id=user_id,
+        due = Q(job__not_before__isnull=True) | Q(job__not_before__lte=timezone.now())
+        waiting = list(Generation.objects.filter(due, job__user_id=user_id,
                                                  status=Generation.Status.WAITING)
                        .select_related("job").order_by("job__created_at", "job_id", "gid")[:slots])
         items: list[Announce] = []

@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 def reap() -> dict[str, int]:
     """One pass; returns counts of what it did (for logs and tests)."""
     now = timezone.now()
-    counts = {"reannounced": 0, "expired": 0, "no_consumer": 0, "timed_out": 0, "due": 0}
+    counts = {"reannounced": 0, "expired": 0, "no_consumer": 0, "timed_out": 0, "due": 0,
+              "started": 0}
     # 1. jobs over the maximum run time fail (their running nodes lose their claims)
     limit = now - timedelta(seconds=settings.MAX_JOB_RUN_SECONDS)
     for job in Job.objects.filter(status=Job.Status.PROCESSING, started_at__lt=limit)[:100]:
@@ -49,7 +50,13 @@ def reap() -> dict[str, int]:
                 status=NodeRun.Status.QUEUED, lease_until=None, announced_at=now):
             execution.announce_now(run.pk, run.queue, run.job.priority)
             counts["expired"] += 1
-    # 4. queued work never picked up (a lost message) or due after a backoff
+    # 4. one-off jobs whose run_at has come: admit their owners' waiting generations
+    for user_id in set(Generation.objects.filter(
+            status=Generation.Status.WAITING, job__not_before__lte=now,
+            job__status=Job.Status.PENDING).values_list("job__user_id", flat=True)[:100]):
+        execution.admit_waiting(user_id=user_id)
+        counts["started"] += 1
+    # 5. queued work never picked up (a lost message) or due after a backoff
     unclaimed = now - timedelta(seconds=settings.NODE_UNCLAIMED_SECONDS)
     due = NodeRun.objects.filter(
         Q(status=NodeRun.Status.QUEUED)

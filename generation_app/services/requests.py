@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -102,7 +103,8 @@ def job_create_from_input(*, user: Any, data: Any, collection_id: str | None, na
                           variables: Mapping[str, Any] | None = None,
                           workflow_priority: int | None = None, count: int | None = None,
                           hashes: list[Any] | None = None,
-                          job_type: str = "collection_generation") -> Job:
+                          job_type: str = "collection_generation",
+                          not_before: datetime | None = None) -> Job:
     """Validate, quote and hold credits, then create one job with a generation per hash and a node
     run per step; the first steps are announced to their queues when the transaction commits.
     Raises before creating anything (400/402/404/422)."""
@@ -132,7 +134,7 @@ def job_create_from_input(*, user: Any, data: Any, collection_id: str | None, na
             priority=priority_from_workflow_priority(workflow_priority),
             data={"collectionId": collection_id, "variables": dict(variables or {}),
                   "outputs": [], "quote": quote},
-            input=data, max_retries=settings.NODE_MAX_ATTEMPTS,
+            input=data, max_retries=settings.NODE_MAX_ATTEMPTS, not_before=not_before,
         )
         accounts.credits_hold(user=user, job_id=job.id, per_generation=per_generation,
                               generations=len(hash_list), quote=quote)

@@ -141,7 +141,7 @@ def _start(*, user: Any, prepared: Prepared) -> Started:
         user=user, data=collection.data, collection_id=str(collection.id),
         name=f"Collection Generation: {collection.title}", workflow_priority=request.priority,
         count=None if request.hashes else prepared.generations,
-        hashes=list(request.hashes) if request.hashes else None)
+        hashes=list(request.hashes) if request.hashes else None, not_before=request.run_at)
     if request.webhook is not None:
         # delivery is the webhooks service's: it reads `data.webhook` when the job changes
         job.data = {**job.data, "webhook": {"url": request.webhook["url"],
@@ -290,17 +290,12 @@ def _check_webhook(webhook: Mapping[str, Any] | None) -> None:
 
 
 def _check_run_at(run_at: datetime | None) -> None:
-    """Scheduling a one-off run is refused for now: the engine admits a job's generations as soon
-    as it is created, and holding them back until `run_at` needs admission (and the reaper) to
-    know about it. Refusing is honest; starting at once would break the request's contract."""
+    """A one-off run time must be in the future; the job waits (credits held) until then."""
     if run_at is None:
         return
     if run_at <= timezone.now():
         raise ValidationFailed("run_at is in the past.",
                                details={"run_at": ["Must be a time in the future."]})
-    raise ValidationFailed("run_at is not supported yet.",
-                           details={"run_at": ["Scheduling a one-off run is not supported yet; "
-                                               "leave run_at out to start now."]})
 
 
 def _as_request_fields(details: Any) -> Any:

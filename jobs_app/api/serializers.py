@@ -7,12 +7,13 @@ from jobs_app.models import Job, JobHistory
 
 class JobOutputSerializer(serializers.ModelSerializer):
     user_id = serializers.UUIDField(read_only=True)
+    run_at = serializers.DateTimeField(source="not_before", read_only=True, allow_null=True)
 
     class Meta:
         model = Job
         fields = ["id", "user_id", "name", "description", "job_type", "status", "progress",
                   "priority", "data", "error_message", "retry_count", "max_retries",
-                  "created_at", "updated_at", "started_at", "completed_at"]
+                  "run_at", "created_at", "updated_at", "started_at", "completed_at"]
 
 
 class JobHistoryOutputSerializer(serializers.ModelSerializer):

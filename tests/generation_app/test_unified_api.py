@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -180,17 +181,27 @@ def test_invalid_requests_are_400_naming_the_field_and_create_nothing(api_for, a
     assert not IdempotencyKey.objects.exists()
 
 
-@pytest.mark.django_db
-def test_a_future_run_at_is_refused_as_not_supported_yet(api_for, alice):
-    run_at = (timezone.now() + timedelta(hours=1)).isoformat()
-    before = _counts()
+@pytest.mark.worker
+@pytest.mark.timeout(120)
+def test_a_future_run_at_waits_with_credits_held_then_runs(api_for, alice, worker):
+    from jobs_app.models import Job
+    from tests.workers import wait_for
 
-    response = api_for(alice).post(URL, _prompt_request(run_at=run_at), format="json")
+    run_at = timezone.now() + timedelta(seconds=3)
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "run_at is not supported yet."
-    assert list(response.json()["details"]) == ["run_at"]
-    assert _counts() == before
+    response = api_for(alice).post(URL, _prompt_request(run_at=run_at.isoformat()), format="json")
+
+    assert response.status_code == 202
+    job_id = response.json()["data"]["job"]["id"]
+    assert response.json()["data"]["job"]["run_at"] is not None
+    time.sleep(1)
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "pending"
+    assert set(job.generations.values_list("status", flat=True)) == {"waiting"}
+    assert api_for(alice).get("/api/me").json()["data"]["held"] != "0"
+    job = wait_for(lambda: Job.objects.filter(pk=job_id, status__in=Job.FINISHED).first(), 60)
+    assert job.status == "completed"
+    assert job.started_at >= run_at
 
 
 @pytest.mark.django_db
