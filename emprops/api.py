@@ -9,7 +9,9 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, pagination, status, throttling
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -19,6 +21,13 @@ from emprops.middleware import envelope_error, request_id_var
 
 logger = logging.getLogger(__name__)
 
+WWW_AUTHENTICATE = 'Bearer realm="api"'
+
+# PostgreSQL `integer` and `bigint` limits: an input field stored in (or looked up against) such a
+# column declares them, so an out-of-range number is a 400 and not a DataError (a 500)
+PG_INT_MIN, PG_INT_MAX = -(2**31), 2**31 - 1
+PG_BIGINT_MAX = 2**63 - 1
+
 
 class EnvelopeRenderer(JSONRenderer):
     """Wraps every payload as `{"data": ..., "error": null}`; errors arrive already wrapped."""
@@ -26,6 +35,8 @@ class EnvelopeRenderer(JSONRenderer):
     def render(self, data: Any, accepted_media_type: str | None = None,
                renderer_context: dict[str, Any] | None = None) -> bytes:
         response = (renderer_context or {}).get("response")
+        if response is not None and response.status_code == 204:
+            return b""  # no content: DRF then drops the Content-Type too
         if not getattr(response, "enveloped", False):
             data = {"data": data, "error": None}
         return super().render(data, accepted_media_type, renderer_context)
@@ -55,6 +66,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DomainError):
         domain = Response(_error_body(exc.message, exc.details), status=exc.status_code)
         domain.enveloped = True  # type: ignore[attr-defined]
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
+            domain["WWW-Authenticate"] = WWW_AUTHENTICATE
         return domain
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -127,12 +140,27 @@ def get_or_not_found(queryset: QuerySet[Any], *, label: str = "Object", **lookup
         raise NotFound(f"{label} not found.") from None
 
 
+@csrf_exempt  # the catch-all of unknown /api paths: a POST there is a 404, not a CSRF 403 page
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     return envelope_error(f"Not found: {request.path}", status.HTTP_404_NOT_FOUND, request=request)
 
 
 def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     return envelope_error("Internal server error.", 500, request=request)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's own 400s (a SuspiciousOperation outside DRF): enveloped under /api."""
+    if request.path.startswith("/api"):
+        return envelope_error("Bad request.", status.HTTP_400_BAD_REQUEST, request=request)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's own 403s (a PermissionDenied outside DRF): enveloped under /api."""
+    if request.path.startswith("/api"):
+        return envelope_error("Forbidden.", status.HTTP_403_FORBIDDEN, request=request)
+    return defaults.permission_denied(request, exception)
 
 
 def envelope_schema_hook(result: dict[str, Any], generator: Any, request: Any,

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 
 from emprops.accounts.models import User
 from emprops.accounts.services import API_KEY_PREFIX, api_key_authenticate, user_for_sub
+from emprops.api import WWW_AUTHENTICATE
 
 
 def issue_tokens(*, user: User) -> dict[str, Any]:
@@ -89,7 +90,7 @@ class ApiAuthentication(authentication.BaseAuthentication):
         return None
 
     def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="api"'
+        return WWW_AUTHENTICATE
 
 
 class ApiAuthenticationScheme(OpenApiAuthenticationExtension):

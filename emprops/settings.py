@@ -195,9 +195,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["emprops.api.EnvelopeRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        "emprops.parsers.JSONParser",
+        "emprops.parsers.MultiPartParser",
+        "emprops.parsers.FormParser",
     ],
     "DEFAULT_AUTHENTICATION_CLASSES": ["emprops.authentication.ApiAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

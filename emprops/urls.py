@@ -30,5 +30,7 @@ urlpatterns = [
     re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
 ]
 
+handler400 = "emprops.api.bad_request"
+handler403 = "emprops.api.permission_denied"
 handler404 = "emprops.api.api_not_found"
 handler500 = "emprops.api.server_error"

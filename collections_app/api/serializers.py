@@ -10,6 +10,7 @@ from collections_app.models import (
     FlatFile,
     Project,
 )
+from emprops.api import PG_BIGINT_MAX, PG_INT_MAX
 
 
 class ProjectInputSerializer(serializers.Serializer):
@@ -34,13 +35,15 @@ class CollectionInputSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=300, required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True)
     data = serializers.JSONField(required=False, allow_null=True)  # type: ignore[assignment]
-    batch_max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    batch_max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0,
+                                                max_value=PG_INT_MAX)
     batch_mint_enabled = serializers.BooleanField(required=False)
     blockchain = serializers.ChoiceField(choices=Collection.Blockchain.choices, required=False,
                                          allow_null=True)
     cover_image_url = serializers.CharField(max_length=1000, required=False, allow_null=True,
                                             allow_blank=True)
-    editions = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    editions = serializers.IntegerField(required=False, allow_null=True, min_value=0,
+                                        max_value=PG_INT_MAX)
     encryption_enabled = serializers.BooleanField(required=False)
     images = serializers.JSONField(required=False, allow_null=True)
     is_current = serializers.BooleanField(required=False)
@@ -50,7 +53,8 @@ class CollectionInputSerializer(serializers.Serializer):
 
 class CollectionCreateQuerySerializer(serializers.Serializer):
     project_id = serializers.UUIDField(required=False, allow_null=True)
-    asset_id = serializers.IntegerField(required=False, allow_null=True)
+    asset_id = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                        max_value=PG_BIGINT_MAX)
 
 
 class CollectionOutputSerializer(serializers.ModelSerializer):
@@ -87,7 +91,7 @@ class CollectionHistoryOutputSerializer(serializers.ModelSerializer):
 
 class CollectionPreviewInputSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(required=False)
-    max_generations = serializers.IntegerField(required=False, min_value=0)
+    max_generations = serializers.IntegerField(required=False, min_value=0, max_value=PG_INT_MAX)
     access_level = serializers.ChoiceField(choices=CollectionPreview.AccessLevel.choices,
                                            required=False)
     is_remixable = serializers.BooleanField(required=False)

@@ -5,6 +5,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from emprops.api import PG_BIGINT_MAX, PG_INT_MAX, PG_INT_MIN
 from workflows_app import selectors
 from workflows_app.models import AIModel, CustomNode, FormConfig, Server, UserApiSecret, Workflow
 
@@ -111,14 +112,16 @@ class StaffWorkflowInputSerializer(serializers.Serializer):
     output_mime_type = serializers.CharField(max_length=100, required=False, allow_null=True,
                                              allow_blank=True)
     display = serializers.BooleanField(required=False)
-    order = serializers.IntegerField(required=False)
+    order = serializers.IntegerField(required=False, min_value=PG_INT_MIN, max_value=PG_INT_MAX)
     server = serializers.CharField(required=False, allow_null=True, allow_blank=True,
                                    help_text="A server's id or name.")
     server_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    est_gen_time = serializers.IntegerField(required=False, allow_null=True)
+    est_gen_time = serializers.IntegerField(required=False, allow_null=True, min_value=0,
+                                            max_value=PG_INT_MAX)
     machine_type = serializers.CharField(max_length=100, required=False, allow_null=True,
                                          allow_blank=True)
-    min_vram = serializers.IntegerField(required=False, allow_null=True)
+    min_vram = serializers.IntegerField(required=False, allow_null=True, min_value=0,
+                                        max_value=PG_INT_MAX)
     models = serializers.ListField(child=serializers.CharField(), required=False)
     custom_nodes = serializers.ListField(child=serializers.CharField(), required=False)
 
@@ -153,7 +156,8 @@ class StaffModelInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=300)
     download_url = serializers.CharField(max_length=1000, required=False, allow_blank=True)
     save_to = serializers.CharField(max_length=500, required=False, allow_blank=True)
-    file_size = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    file_size = serializers.IntegerField(required=False, allow_null=True, min_value=0,
+                                         max_value=PG_BIGINT_MAX)
     hash = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
     auth_env_var = serializers.CharField(max_length=200, required=False, allow_null=True,
                                          allow_blank=True)

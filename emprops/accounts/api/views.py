@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from emprops.accounts import selectors, services
 from emprops.accounts.api import serializers as s
 from emprops.accounts.models import User
-from emprops.api import get_or_not_found
+from emprops.api import WWW_AUTHENTICATE, get_or_not_found
 from emprops.authentication import decode_token, issue_tokens
 from emprops.errors import DomainError
 from emprops.views import ViewerListView
@@ -29,10 +29,17 @@ class AuthFailed(DomainError):
     code = "authentication_failed"
 
 
-class TokenObtainView(APIView):
+class TokenView(APIView):
+    # no authentication to get a token, yet a bad credential is a 401 that names the scheme
+    # (DRF turns it into a 403 when a view has no authenticator to name one)
     authentication_classes: list[Any] = []
     permission_classes = [permissions.AllowAny]
 
+    def get_authenticate_header(self, request: Request) -> str:
+        return WWW_AUTHENTICATE
+
+
+class TokenObtainView(TokenView):
     @extend_schema(request=s.TokenObtainInputSerializer, responses=s.TokenOutputSerializer,
                    summary="Issue an access and a refresh token for a local account")
     def post(self, request: Request) -> Response:
@@ -45,10 +52,7 @@ class TokenObtainView(APIView):
         return Response(issue_tokens(user=user))
 
 
-class TokenRefreshView(APIView):
-    authentication_classes: list[Any] = []
-    permission_classes = [permissions.AllowAny]
-
+class TokenRefreshView(TokenView):
     @extend_schema(request=s.TokenRefreshInputSerializer, responses=s.TokenOutputSerializer,
                    summary="Exchange a refresh token for new tokens")
     def post(self, request: Request) -> Response:

@@ -1,0 +1,76 @@
+"""Request body parsers: DRF's, refusing what PostgreSQL cannot store or Python cannot walk.
+
+A NUL character cannot be stored in a `text` column nor in `jsonb` (`\\u0000`), and JSON nested
+thousands deep overflows the recursion of the decoder and of every validator after it. Both are
+refused here, once for every endpoint, as a 400 instead of a DataError or RecursionError (a 500)
+somewhere deep in a service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import SuspiciousOperation
+from django.http import QueryDict
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+
+MAX_JSON_DEPTH = 64
+NUL = "\x00"
+
+
+def check_json_value(value: Any) -> None:
+    """ParseError when `value` nests deeper than MAX_JSON_DEPTH or a string in it holds a NUL."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                raise ParseError("Text cannot contain NUL (\\u0000) characters.")
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
+def check_form(data: QueryDict) -> None:
+    for key, values in data.lists():
+        if NUL in key or any(isinstance(v, str) and NUL in v for v in values):
+            raise ParseError("Text cannot contain NUL (\\u0000) characters.")
+
+
+class JSONParser(parsers.JSONParser):
+    def parse(self, stream: Any, media_type: str | None = None,
+              parser_context: Mapping[str, Any] | None = None) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.") from None
+        check_json_value(data)
+        return data
+
+
+class FormParser(parsers.FormParser):
+    def parse(self, stream: Any, media_type: str | None = None,
+              parser_context: Mapping[str, Any] | None = None) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except SuspiciousOperation as exc:  # too many fields: Django's limit, a client's error
+            raise ParseError(str(exc)) from None
+        check_form(data)
+        return data
+
+
+class MultiPartParser(parsers.MultiPartParser):
+    def parse(self, stream: Any, media_type: str | None = None,
+              parser_context: Mapping[str, Any] | None = None) -> Any:
+        try:
+            parsed = super().parse(stream, media_type, parser_context)
+        except SuspiciousOperation as exc:
+            raise ParseError(str(exc)) from None
+        check_form(parsed.data)
+        return parsed
