@@ -105,3 +105,13 @@ def recording_server() -> Iterator[RecordingServer]:
     server = RecordingServer()
     yield server
     server.close()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_browser_after_module() -> Iterator[None]:
+    """Playwright's sync API keeps an asyncio loop on this thread while a browser is open, which
+    Django's async-safety check would trip over in the database tests that run after these."""
+    yield
+    from generation_app.nodes.browser import renderer
+
+    renderer.shutdown()
