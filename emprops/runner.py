@@ -72,12 +72,12 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
     quiet = {**env, "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING")}
     sup.spawn("worker", [PY, "-m", "celery", "-A", "emprops", "worker", "-Q", queues,
                          "-c", concurrency, "-O", "fair", "--loglevel", "WARNING",
-                         "-n", "embedded@%h"], cwd=ROOT, env=quiet)
+                         "-n", "embedded@%h", "--quiet"], cwd=ROOT, env=quiet)
     sup.spawn("beat", [PY, "-m", "celery", "-A", "emprops", "beat", "--loglevel", "WARNING",
                        "-s", str(Path(sup.state_dir) / "celerybeat-schedule")], cwd=ROOT, env=quiet)
     sup.spawn("flower", [PY, "-m", "celery", "-A", "emprops", "flower", f"--port={flower_port}",
                          f"--address={host}", f"--basic-auth=admin:{demo['admin_password']}",
-                         "--logging=error"], cwd=ROOT, env=env)
+                         "--logging=error"], cwd=ROOT, env={**env, "LOG_LEVEL": "ERROR"})
     _wait_http(port, host, web)
     print(f"API: http://{host}:{port}/api")
     print(f"Docs: http://{host}:{port}/api/docs")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -11,7 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from emprops.accounts import services
-from emprops.accounts.models import User, UserApiKey
+from emprops.accounts.models import CreditType, User, UserApiKey
 
 
 class Command(BaseCommand):
@@ -38,6 +40,14 @@ class Command(BaseCommand):
             admin.save()
             demo = User.objects.filter(username="demo").first() or services.user_provision(
                 username="demo")
+            # the demo account is for trying things: keep it topped up to DEMO_CREDITS (a grant,
+            # through the ledger like any other)
+            have = services.credits_summary(user=demo)["total"]
+            floor = Decimal(os.environ.get("DEMO_CREDITS", "100"))
+            if Decimal(have) < floor:
+                services.credits_grant(user=demo, amount=floor - Decimal(have),
+                                       credit_type=CreditType.PERMANENT,
+                                       comment="Demo account top-up")
             UserApiKey.objects.filter(is_demo=True, is_active=True).update(is_active=False)
             _, api_key = services.api_key_create(user=demo, name="demo", is_demo=True)
             _, staff_key = services.api_key_create(user=admin, name="staff demo", is_demo=True)
