@@ -70,9 +70,9 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
                             "--no-server-header", "--log-level", "warning"], cwd=ROOT,
                            env={**env, "DB_POOL": os.environ.get("DB_POOL", "1")})
     quiet = {**env, "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING")}
-    sup.spawn("worker", [PY, "-m", "celery", "-A", "emprops", "worker", "-Q", queues,
+    sup.spawn("worker", [PY, "-m", "celery", "-A", "emprops", "--quiet", "worker", "-Q", queues,
                          "-c", concurrency, "-O", "fair", "--loglevel", "WARNING",
-                         "-n", "embedded@%h", "--quiet"], cwd=ROOT, env=quiet)
+                         "-n", "embedded@%h"], cwd=ROOT, env=quiet)
     sup.spawn("beat", [PY, "-m", "celery", "-A", "emprops", "beat", "--loglevel", "WARNING",
                        "-s", str(Path(sup.state_dir) / "celerybeat-schedule")], cwd=ROOT, env=quiet)
     sup.spawn("flower", [PY, "-m", "celery", "-A", "emprops", "flower", f"--port={flower_port}",
