@@ -73,7 +73,7 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
     sup.spawn("worker", [PY, "-m", "celery", "-A", "emprops", "--quiet", "worker", "-Q", queues,
                          "-c", concurrency, "-O", "fair", "--loglevel", "WARNING",
                          "-n", "embedded@%h"], cwd=ROOT, env=quiet)
-    sup.spawn("beat", [PY, "-m", "celery", "-A", "emprops", "beat", "--loglevel", "WARNING",
+    sup.spawn("beat", [PY, "-m", "celery", "-A", "emprops", "--quiet", "beat", "--loglevel", "WARNING",
                        "-s", str(Path(sup.state_dir) / "celerybeat-schedule")], cwd=ROOT, env=quiet)
     sup.spawn("flower", [PY, "-m", "celery", "-A", "emprops", "flower", f"--port={flower_port}",
                          f"--address={host}", f"--basic-auth=admin:{demo['admin_password']}",
