@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from emprops.errors import DomainError
 from generation_app.models import (
     CollectionSchedule,
     ScheduleRun,
@@ -18,7 +19,10 @@ from generation_app.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from generation_app.services import control
 from generation_app.services.schedules import next_run_after
+from jobs_app.admin import JobAdmin
+from jobs_app.models import Job
 
 
 class _ReadOnly:
@@ -122,3 +126,34 @@ class TemplateAdmin(admin.ModelAdmin):
     list_filter = ["is_public"]
     search_fields = ["name", "description", "id"]
     raw_id_fields = ["owner"]
+
+
+# Ops cancel and retry jobs from the job list. jobs_app registers the Job admin but may not
+# import generation_app (STYLE rule 5), so the actions that need the engine are added here.
+
+
+@admin.action(description="Cancel selected jobs (stop work, release credits)")
+def cancel_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+    done, skipped = 0, 0
+    for job in queryset.select_related("user"):
+        try:
+            control.job_cancel(user=job.user, job_id=job.id)
+            done += 1
+        except DomainError:
+            skipped += 1
+    modeladmin.message_user(request, f"Cancelled {done} job(s); {skipped} were already finished.")
+
+
+@admin.action(description="Retry the failed generations of selected jobs")
+def retry_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+    done, skipped = 0, 0
+    for job in queryset.select_related("user"):
+        try:
+            control.job_retry(user=job.user, job_id=job.id)
+            done += 1
+        except DomainError:
+            skipped += 1
+    modeladmin.message_user(request, f"Retried {done} job(s); {skipped} had nothing to retry.")
+
+
+JobAdmin.actions = [*(JobAdmin.actions or []), cancel_jobs, retry_jobs]

@@ -334,3 +334,22 @@ def test_the_page_follows_the_job_live_in_a_real_browser(client, staff, alice, t
     assert (status, progress) == ("completed", "100")
     assert history_ids == [str(r.id) for r in JobHistory.objects.filter(job=job)
                            .order_by("created_at", "id")]
+
+
+def test_staff_cancel_action_cancels_and_releases(client, staff, alice):
+    from decimal import Decimal
+
+    from emprops.accounts.models import CreditsHold
+    from emprops.accounts.services import credits_hold
+
+    job = Job.objects.create(user=alice, name="running", status=Job.Status.PROCESSING)
+    credits_hold(user=alice, job_id=job.id, per_generation=Decimal(2), generations=1, quote={})
+    client.force_login(staff)
+
+    response = client.post("/admin/jobs_app/job/", {"action": "cancel_jobs",
+                                                    "_selected_action": [str(job.id)]})
+
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert CreditsHold.objects.get(job_id=job.id).status == "released"
