@@ -156,4 +156,4 @@ def retry_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Que
     modeladmin.message_user(request, f"Retried {done} job(s); {skipped} had nothing to retry.")
 
 
-JobAdmin.actions = [*(getattr(JobAdmin, "actions", None) or []), cancel_jobs, retry_jobs]
+setattr(JobAdmin, "actions", [*(getattr(JobAdmin, "actions", None) or []), cancel_jobs, retry_jobs])  # noqa: B010
