@@ -106,6 +106,14 @@ def idempotency_complete(*, claim: Claim, status: int, body: Any) -> None:
         completed_at=timezone.now())
 
 
+def idempotency_purge(*, limit: int = 5000) -> int:
+    """Delete keys past their 24 h window (a periodic clean-up; expiry is also checked on use)."""
+    cutoff = timezone.now() - KEY_TTL
+    ids = list(IdempotencyKey.objects.filter(created_at__lt=cutoff)
+               .values_list("pk", flat=True)[:limit])
+    return IdempotencyKey.objects.filter(pk__in=ids).delete()[0]
+
+
 def idempotency_release(*, claim: Claim) -> None:
     """Forget a claim whose request failed, so the same key may be retried."""
     IdempotencyKey.objects.filter(pk=claim.row_id,

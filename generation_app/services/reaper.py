@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from emprops.idempotency import idempotency_purge
 from generation_app.nodes.base import NodeError
 from generation_app.services import execution
 from jobs_app.models import Generation, Job, NodeRun
@@ -69,6 +70,7 @@ def reap() -> dict[str, int]:
                 announced_at=now):
             execution.announce_now(run.pk, run.queue, run.job.priority)
             counts["due" if run.next_attempt_at else "reannounced"] += 1
+    counts["idempotency_keys_purged"] = idempotency_purge()
     return counts
 
 
