@@ -36,8 +36,11 @@ def reap() -> dict[str, int]:
     for run in NodeRun.objects.select_related("job").filter(
             status=NodeRun.Status.QUEUED, next_attempt_at__isnull=True, queued_at__lt=stale,
             attempt=0)[:100]:
-        NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.QUEUED).update(
-            status=NodeRun.Status.RUNNING, attempt=1)
+        # a worker may claim the run between the read and this update: then it is theirs
+        # (its attempt is 1 too, so failing it regardless would fail a live run)
+        if not NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.QUEUED,
+                                      attempt=0).update(status=NodeRun.Status.RUNNING, attempt=1):
+            continue
         run.attempt = 1
         execution.node_run_fail(run=run, error=NodeError(
             f"No worker consumes the queue '{run.queue}' (waited "
@@ -51,10 +54,13 @@ def reap() -> dict[str, int]:
                 status=NodeRun.Status.QUEUED, lease_until=None, announced_at=now):
             execution.announce_now(run.pk, run.queue, run.job.priority)
             counts["expired"] += 1
-    # 4. one-off jobs whose run_at has come: admit their owners' waiting generations
-    for user_id in set(Generation.objects.filter(
-            status=Generation.Status.WAITING, job__not_before__lte=now,
-            job__status=Job.Status.PENDING).values_list("job__user_id", flat=True)[:100]):
+    # 4. waiting generations that may start: a run_at that has come, or a user under their cap
+    # whose admission (queued on the commit of a finished generation) was lost with its worker
+    waiting_users = (Generation.objects.filter(
+        Q(job__not_before__isnull=True) | Q(job__not_before__lte=now),
+        status=Generation.Status.WAITING).exclude(job__status__in=Job.FINISHED)
+        .order_by().values_list("job__user_id", flat=True).distinct()[:100])
+    for user_id in list(waiting_users):
         execution.admit_waiting(user_id=user_id)
         counts["started"] += 1
     # 5. queued work never picked up (a lost message) or due after a backoff
