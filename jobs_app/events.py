@@ -28,6 +28,7 @@ from rest_framework.request import Request
 
 from emprops.middleware import envelope_error
 from jobs_app.models import Job, JobEvent, JobHistory
+from jobs_app.selectors import job_events_after
 from jobs_app.services import events_channel, history_row_data, job_snapshot
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def _open(request: HttpRequest, job_id: UUID, last_event_id: str | None) -> tupl
         frames: list[bytes] = []
         replay_from = _parse_seq(last_event_id)
         if replay_from is not None and replay_from <= last_seq:
-            for ev in JobEvent.objects.filter(job=job, seq__gt=replay_from).order_by("seq"):
+            for ev in job_events_after(job_id=job.pk, seq=replay_from):
                 frames.append(_format(ev.seq, ev.event_type, ev.data))
         else:
             frames.append(_format(last_seq, "job_update", job_snapshot(job)))
@@ -91,7 +92,7 @@ def _open(request: HttpRequest, job_id: UUID, last_event_id: str | None) -> tupl
 
 def _missed(job_id: UUID, after: int) -> list[JobEvent]:
     try:
-        return list(JobEvent.objects.filter(job_id=job_id, seq__gt=after).order_by("seq"))
+        return job_events_after(job_id=job_id, seq=after)
     finally:
         connection.close()
 
@@ -142,6 +143,11 @@ async def _stream(job_id: UUID, frames: list[bytes], last_seq: int, redis: aiore
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat)
             if message is None:
+                # a quiet spell: catch up on an event whose publish was lost after its commit
+                # (a worker killed between the two), so the stream does not wait for the next one
+                for ev in await sync_to_async(_missed)(job_id, last_seq):
+                    yield _format(ev.seq, ev.event_type, ev.data)
+                    last_seq = ev.seq
                 yield b": keep-alive\n\n"
                 continue
             try:

@@ -175,3 +175,42 @@ def test_waiting_streams_hold_no_database_connection(alice, web):
 
     assert all(r.status_code == 200 for r in responses)
     assert held <= 2  # 25 open streams, (almost) no server connections
+
+
+@pytest.mark.server
+@pytest.mark.timeout(60)
+def test_an_event_whose_publish_was_lost_arrives_at_the_next_heartbeat(transactional_db, alice,
+                                                                       tmp_path):
+    from django.db.models import F
+
+    # given a web process with a short heartbeat
+    web = WebProcess(tmp_path, env={"EVENTS_HEARTBEAT_SECONDS": "0.5"}).start()
+    job = Job.objects.create(user=alice, name="quiet")
+    _, key = api_key_create(user=alice)
+    written: list[int] = []
+
+    def lose_a_publish() -> None:
+        # an event row commits but its publish never happens (a worker killed between the two)
+        Job.objects.filter(pk=job.pk).update(event_seq=F("event_seq") + 1)
+        seq = Job.objects.get(pk=job.pk).event_seq
+        JobEvent.objects.create(job=job, seq=seq, event_type="job_update",
+                                data={"id": str(job.id), "status": "cancelled"})
+        written.append(seq)
+
+    def until(events: list[dict[str, Any]]) -> bool:
+        if len(events) == 2 and not written:  # the snapshot is in: the stream now waits
+            lose_a_publish()
+        return len(events) >= 3
+
+    # when a stream is open while that happens
+    try:
+        with httpx.stream("GET", f"{web.url}/api/jobs/{job.id}/events",
+                          headers={"X-API-Key": key}, timeout=30) as response:
+            events = read_events(response, until=until, timeout=10)
+    finally:
+        web.stop()
+
+    # then the stream delivers it without waiting for another event
+    assert [e["event"] for e in events[:2]] == ["job_update", "history_init"]
+    assert [(int(e["id"]), e["event"], e["data"]["status"]) for e in events[2:]] == \
+        [(written[0], "job_update", "cancelled")]
