@@ -25,8 +25,6 @@ from emprops.api import get_or_not_found
 from emprops.errors import GraphError, NotFound, ValidationFailed
 from workflows_app.selectors import node_form_lookup
 
-VARIABLES_STEP_ID = 953
-
 # collection fields a client may set (besides data)
 EDITABLE_FIELDS = (
     "title", "description", "batch_max_tokens", "batch_mint_enabled", "blockchain",
@@ -52,7 +50,7 @@ def generation_input_validate(data: Any) -> dict[str, Any]:
 def _assign_components(collection: Collection, data: dict[str, Any], *,
                        keep_existing: bool) -> dict[str, Any]:
     """Give steps component rows: new ones get new ids, with refs and mentions rewritten."""
-    steps = [s for s in data.get("steps", []) if s.get("id") != VARIABLES_STEP_ID]
+    steps = [s for s in data.get("steps", []) if s.get("id") != gi.VARIABLES_STEP_ID]
     existing: set[int] = set()
     if keep_existing:
         existing = set(collection.components.values_list("id", flat=True))

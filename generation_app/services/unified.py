@@ -25,6 +25,7 @@ from collections_app.services import collection_create, generation_input_validat
 from emprops.accounts import services as accounts
 from emprops.errors import DomainError, NotFound, ValidationFailed
 from generation_app.nodes.registry import BUILTIN_NODES
+from generation_app.services import webhooks
 from generation_app.services.quote import quote_steps
 from generation_app.services.requests import (
     MAX_HASH_LENGTH,
@@ -38,7 +39,7 @@ from workflows_app.forms import form_defaults, validate_payload
 from workflows_app.models import Workflow
 
 MAX_BATCH_ITEMS = 100
-WEBHOOK_EVENTS = ("completed", "failed", "progress", "generation_completed")
+WEBHOOK_EVENTS = webhooks.EVENTS
 # the payload keys each built-in node reads; the required one must be a non-empty string
 _BUILTIN_KEYS: dict[str, tuple[str | None, frozenset[str]]] = {
     "prompt": ("prompt", frozenset({"prompt", "llmEnable", "llmPrompt", "llmTemperature"})),
