@@ -235,8 +235,12 @@ def collection_remix(*, user: Any, collection_id: UUID, project_id: UUID | None 
         raise NotFound("Collection not found.")
     preview = CollectionPreview.objects.filter(collection=source).first()
     latest = preview.versions.filter(is_latest=True).first() if preview else None
+    # another user remixes what the owner released as the latest preview snapshot, not the
+    # owner's live draft
+    owner = source.project.user_id == user.pk
+    data = latest.data if latest is not None and not owner else source.data
     target = collection_create(
-        user=user, project_id=project_id, data=source.data,
+        user=user, project_id=project_id, data=data,
         fields={"title": f"{source.title} (remix)".strip(), "description": source.description},
         action="remixed",
     )

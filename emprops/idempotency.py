@@ -151,14 +151,18 @@ def idempotent(method: ViewMethod) -> ViewMethod:
             replay[REPLAY_HEADER] = "true"
             return replay
         try:
-            response = method(self, request, *args, **kwargs)
+            # the response is stored in the same transaction as what the request created, so a
+            # crash between the two cannot leave a done request whose key looks unused
+            with transaction.atomic():
+                response = method(self, request, *args, **kwargs)
+                if response.status_code < 400:
+                    idempotency_complete(claim=claim, status=response.status_code,
+                                         body=response.data)
         except BaseException:
             idempotency_release(claim=claim)
             raise
         if response.status_code >= 400:
             idempotency_release(claim=claim)
-        else:
-            idempotency_complete(claim=claim, status=response.status_code, body=response.data)
         return response
 
     return wrapper

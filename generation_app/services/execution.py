@@ -279,11 +279,11 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
             failure_type="INTERNAL"))
     gen = Generation.objects.get(job=job, gid=run.gid)
     _mark_started(run=run, job=job, gen=gen)
-    step = _step(job, run.step_id)
-    wf_row = workflows_by_name(names=[run.node_name]).get(run.node_name)
-    workflow = workflow_snapshot(wf_row)
     outputs = _outputs_so_far(job, run.gid, gen.variables)
     try:
+        step = _step(job, run.step_id)
+        workflow = workflow_snapshot(
+            workflows_by_name(names=[run.node_name]).get(run.node_name))
         payload = resolve_step_payload(step=step, workflow=workflow, outputs=outputs,
                                        variables=gen.variables, seed=gen.seed)
         node = node_class(run.node_name, workflow["type"] if workflow else None)()
@@ -293,6 +293,10 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
         return node_run_fail(run=run, error=NodeError(
             f"Unknown node '{run.node_name}' (its workflow was deleted?)",
             failure_type="VALIDATION_ERROR"))
+    except Exception as exc:  # preparing the step must fail the step, not look like a lost worker
+        logger.exception("preparing node %s of job %s failed", run.node_name, job.id)
+        return node_run_fail(run=run, error=NodeError(
+            f"Could not prepare the step: {type(exc).__name__}", failure_type="INTERNAL"))
     aliases = _aliases(job)
     components = {sid: out for sid, out in outputs.items() if sid != VARIABLES_STEP_ID}
     with _Heartbeat(run) as heartbeat:

@@ -302,5 +302,5 @@ def _record(*, delivery: WebhookDelivery, started: datetime, status_code: int | 
     if error is not None:
         # the URL stays out of logs: receivers often carry a token in it
         logger.info("webhook delivery %s attempt %s failed: %s", delivery.pk, delivery.attempts,
-                    error)
+                    error.split(":", 1)[0])  # the kind only; the full text is in the attempt row
     return str(fields.get("status", WebhookDelivery.Status.PENDING)) if won else None
