@@ -33,9 +33,14 @@ def reap() -> dict[str, int]:
         counts["timed_out"] += 1
     # 2. a queued run nobody consumes for too long fails, naming its queue
     stale = now - timedelta(seconds=settings.NO_CONSUMER_FAIL_SECONDS)
+    consumed: set[str] | None = None
     for run in NodeRun.objects.select_related("job").filter(
             status=NodeRun.Status.QUEUED, next_attempt_at__isnull=True, queued_at__lt=stale,
             attempt=0)[:100]:
+        if consumed is None:
+            consumed = consumed_queues()
+        if consumed is UNKNOWN or run.queue in consumed:
+            continue  # a backlog on a queue someone consumes is not an orphaned queue
         # a worker may claim the run between the read and this update: then it is theirs
         # (its attempt is 1 too, so failing it regardless would fail a live run)
         if not NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.QUEUED,
@@ -72,12 +77,32 @@ def reap() -> dict[str, int]:
            | (Q(next_attempt_at__lte=now) & (Q(announced_at__isnull=True)
                                              | Q(announced_at__lt=unclaimed)))))
     for run in due.select_related("job")[:500]:
+        if run.next_attempt_at is None and run.announced_at and run.queued_at and \
+                now - run.announced_at < run.announced_at - run.queued_at:
+            # still waiting behind a backlog: re-announce ever more rarely, so a long queue
+            # does not fill the broker with duplicate messages
+            continue
         if NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.QUEUED).update(
                 announced_at=now):
             execution.announce_now(run.pk, run.queue, run.job.priority)
             counts["due" if run.next_attempt_at else "reannounced"] += 1
     counts["idempotency_keys_purged"] = idempotency_purge()
     return counts
+
+
+UNKNOWN: set[str] = set()
+
+
+def consumed_queues() -> set[str]:
+    """Queues some live worker consumes (asked over the broker); UNKNOWN when nobody answers."""
+    from emprops.celery import app
+
+    try:
+        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:  # the broker is unreachable: decide nothing
+        return UNKNOWN
+    names = {q["name"] for queues in replies.values() for q in queues or []}
+    return names or UNKNOWN
 
 
 def _time_out(job: Job) -> None:
