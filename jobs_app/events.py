@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signing
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
@@ -71,20 +71,25 @@ def _open(request: HttpRequest, job_id: UUID, last_event_id: str | None) -> tupl
     database connection before returning, so the waiting stream holds none."""
     try:
         user_id = _viewer_id(request, job_id)
-        job = Job.objects.filter(pk=job_id, user_id=user_id).first()
-        if job is None:
-            raise _Denied(404, "Job not found.")
-        last_seq = job.event_seq
-        frames: list[bytes] = []
-        replay_from = _parse_seq(last_event_id)
-        if replay_from is not None and replay_from <= last_seq:
-            for ev in job_events_after(job_id=job.pk, seq=replay_from):
-                frames.append(_format(ev.seq, ev.event_type, ev.data))
-        else:
-            frames.append(_format(last_seq, "job_update", job_snapshot(job)))
-            rows = [history_row_data(r) for r in JobHistory.objects.filter(job=job)
-                    .order_by("created_at", "id")]
-            frames.append(_format(last_seq, "history_init", rows))
+        # one snapshot: the job's sequence number and the rows read with it agree, so a row that
+        # commits meanwhile arrives once, live, and not also inside history_init
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            job = Job.objects.filter(pk=job_id, user_id=user_id).first()
+            if job is None:
+                raise _Denied(404, "Job not found.")
+            last_seq = job.event_seq
+            frames: list[bytes] = []
+            replay_from = _parse_seq(last_event_id)
+            if replay_from is not None and replay_from <= last_seq:
+                for ev in job_events_after(job_id=job.pk, seq=replay_from):
+                    frames.append(_format(ev.seq, ev.event_type, ev.data))
+            else:
+                frames.append(_format(last_seq, "job_update", job_snapshot(job)))
+                rows = [history_row_data(r) for r in JobHistory.objects.filter(job=job)
+                        .order_by("created_at", "id")]
+                frames.append(_format(last_seq, "history_init", rows))
         return frames, last_seq
     finally:
         connection.close()
