@@ -17,7 +17,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -28,12 +28,11 @@ from collections_app.models import Component, ComponentFlatFile, FlatFile
 from emprops import storage
 from emprops.accounts import services as accounts
 from generation_app.engine import richtext
-from generation_app.engine.dag import build_dag
 from generation_app.engine.refs import RefError, resolve_payload
 from generation_app.nodes.base import NodeError, NodeOutput, RunContext
 from generation_app.nodes.registry import VARIABLES_STEP_ID, node_class, runs_inline
 from generation_app.services import webhooks
-from generation_app.services.steps import prompt_keys_for, workflow_snapshot
+from generation_app.services.steps import step_deps, workflow_snapshot
 from jobs_app import services as jobs
 from jobs_app.models import Generation, Job, NodeRun
 from workflows_app.models import UserApiSecret
@@ -43,6 +42,18 @@ logger = logging.getLogger(__name__)
 
 DONE = (NodeRun.Status.COMPLETED, NodeRun.Status.SKIPPED)
 Announce = tuple[int, str, int]  # (node run id, queue, priority)
+
+
+class Ready(NamedTuple):
+    """A run `_queue_ready` released, with its step so the caller need not look it up."""
+
+    run_id: int
+    queue: str
+    priority: int
+    step_id: int
+
+    def announce(self) -> Announce:
+        return self.run_id, self.queue, self.priority
 
 
 # ---- the graph of a job ------------------------------------------------------------------------
@@ -58,10 +69,7 @@ def job_deps(job: Job) -> dict[int, set[int]]:
     steps = [s for s in (job.input or {}).get("steps") or []
              if isinstance(s, dict) and s.get("id") != VARIABLES_STEP_ID]
     workflows = workflows_by_name(names={str(s.get("nodeName")) for s in steps})
-    from collections_app.generation_input import COMPONENT_READERS
-
-    deps = build_dag(steps, reads_all_components=COMPONENT_READERS.__contains__,
-                     prompt_keys=prompt_keys_for(workflows))
+    deps = step_deps(steps, workflows)
     _deps_cache[job.id] = deps
     if len(_deps_cache) > 256:
         _deps_cache.popitem(last=False)
@@ -90,20 +98,19 @@ def _announce_on_commit(items: list[Announce]) -> None:
     transaction.on_commit(send)
 
 
-def _queue_ready(job: Job, gid: int) -> list[Announce]:
+def _queue_ready(job: Job, gid: int) -> list[Ready]:
     """Mark the generation's blocked runs whose dependencies are done as queued."""
-    runs = list(NodeRun.objects.filter(job=job, gid=gid).values("id", "step_id", "status"))
+    runs = list(NodeRun.objects.filter(job=job, gid=gid).values("id", "step_id", "status", "queue"))
     done = {r["step_id"] for r in runs if r["status"] in DONE}
     deps = job_deps(job)
-    ready_ids = [r["id"] for r in runs if r["status"] == NodeRun.Status.BLOCKED
-                 and all(d in done or d == VARIABLES_STEP_ID for d in deps.get(r["step_id"], ()))]
-    if not ready_ids:
+    ready = [r for r in runs if r["status"] == NodeRun.Status.BLOCKED
+             and all(d in done or d == VARIABLES_STEP_ID for d in deps.get(r["step_id"], ()))]
+    if not ready:
         return []
     now = timezone.now()
-    NodeRun.objects.filter(id__in=ready_ids, status=NodeRun.Status.BLOCKED).update(
+    NodeRun.objects.filter(id__in=[r["id"] for r in ready], status=NodeRun.Status.BLOCKED).update(
         status=NodeRun.Status.QUEUED, queued_at=now, announced_at=now)
-    return [(r.id, r.queue, job.priority)
-            for r in NodeRun.objects.filter(id__in=ready_ids).only("id", "queue")]
+    return [Ready(r["id"], r["queue"], job.priority, r["step_id"]) for r in ready]
 
 
 def _user_lock(user_id: Any) -> None:
@@ -134,7 +141,7 @@ def admit_waiting(*, user_id: Any) -> None:
         for gen in waiting:
             Generation.objects.filter(pk=gen.pk, status=Generation.Status.WAITING).update(
                 status=Generation.Status.PENDING)
-            items += _queue_ready(gen.job, gen.gid)
+            items += [r.announce() for r in _queue_ready(gen.job, gen.gid)]
         _announce_on_commit(items)
 
 
@@ -421,17 +428,17 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
                                "output": output},
                          retry_attempt=run.attempt - 1,
                          dedupe_key=f"done:{run.gid}:{run.step_id}:{locked.retry_count}")
-        items = _queue_ready(locked, run.gid)
+        ready = _queue_ready(locked, run.gid)
         remaining = NodeRun.objects.filter(job=locked, gid=run.gid).exclude(
             status__in=DONE).exists()
         if not remaining:
             _generation_completed(job=locked, gen=gen)
         _update_progress(locked)
-        for item in items:
-            step = _step(locked, NodeRun.objects.values_list("step_id", flat=True).get(pk=item[0]))
-            if item[1] == "engine" and runs_inline(step["nodeName"], step.get("nodePayload") or {}):
-                inline.append(item[0])
-        _announce_on_commit([i for i in items if i[0] not in inline])
+        for item in ready:
+            step = _step(locked, item.step_id)
+            if item.queue == "engine" and runs_inline(step["nodeName"], step.get("nodePayload") or {}):
+                inline.append(item.run_id)
+        _announce_on_commit([r.announce() for r in ready if r.run_id not in inline])
     return inline
 
 

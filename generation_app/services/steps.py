@@ -42,6 +42,15 @@ def prompt_keys_for(workflows: Mapping[str, Workflow]) -> Any:
     return keys
 
 
+def step_deps(steps: list[dict[str, Any]],
+              workflows: Mapping[str, Workflow]) -> dict[int, set[int]]:
+    """`{step id: ids of the steps it reads}` ($refs, `#id` mentions in prompts and the workflows'
+    prompt fields, every earlier step for a component reader), in the steps' order; ids that are
+    not among `steps` are kept, for the caller to judge."""
+    return build_dag(steps, reads_all_components=COMPONENT_READERS.__contains__,
+                     prompt_keys=prompt_keys_for(workflows))
+
+
 def plan_steps(data: Mapping[str, Any]) -> StepPlan:
     """Runnable steps, their dependency graph and workflows; Unprocessable (422) when a step
     names a workflow that no longer exists or cannot run."""
@@ -70,8 +79,7 @@ def plan_steps(data: Mapping[str, Any]) -> StepPlan:
     if problems:
         raise Unprocessable("This collection can no longer run: " + "; ".join(
             m for msgs in problems.values() for m in msgs), details=problems)
-    deps = build_dag(runnable, reads_all_components=COMPONENT_READERS.__contains__,
-                     prompt_keys=prompt_keys_for(workflows))
+    deps = step_deps(runnable, workflows)
     skipped_ids = {s["id"] for s in skipped}
     known = {s["id"] for s in runnable} | {VARIABLES_STEP_ID}
     for step_id, needs in deps.items():
