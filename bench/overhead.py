@@ -8,7 +8,8 @@ Brings its own services (the embedded PostgreSQL and Redis under var/bench, migr
 one real Celery worker subprocess (prefork, `--concurrency`) that serves both sides:
 
 - platform: N jobs, each one generation of two cheap `prompt` steps (the second mentions the
-  first), submitted with `job_create_from_input` (validation, quote, credits hold, node runs),
+  first), submitted with `job_input_prepare` (validation, quote) and `job_create_from_input`
+  (credits hold, node runs),
   run by the worker to `completed` (claims, leases, stored prompt.txt files, flat_file rows,
   history rows, events published on commit, charges);
 - baseline: N bare tasks (`bench/bare_tasks.py`) that each write, in one transaction, a job row
@@ -116,11 +117,12 @@ def wait_until(count: Any, n: int, timeout: float, what: str) -> float:
 
 
 def platform_round(*, user: Any, n: int, tag: str, timeout: float) -> dict[str, Any]:
-    from generation_app.services.requests import job_create_from_input
+    from generation_app.services.requests import job_create_from_input, job_input_prepare
     from jobs_app.models import Job, JobEvent, JobHistory
 
     t0 = time.perf_counter()
-    ids = [job_create_from_input(user=user, data=GENERATION_INPUT, collection_id=None,
+    ids = [job_create_from_input(user=user, collection_id=None,
+                                 job_input=job_input_prepare(user=user, data=GENERATION_INPUT),
                                  name=f"bench {tag} {i}").id for i in range(n)]
     submitted = time.perf_counter()
     done = wait_until(lambda: Job.objects.filter(id__in=ids, status__in=Job.FINISHED).count(),

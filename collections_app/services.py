@@ -122,8 +122,9 @@ def project_delete(*, user: Any, project_id: UUID) -> None:
 @transaction.atomic
 def collection_create(*, user: Any, project_id: UUID | None = None, asset_id: int | None = None,
                       data: Any = None, fields: dict[str, Any] | None = None,
-                      action: str = "created") -> Collection:
-    """A collection whose steps get fresh component ids (old ids kept as `fromId`)."""
+                      action: str = "created", validated: bool = False) -> Collection:
+    """A collection whose steps get fresh component ids (old ids kept as `fromId`); `validated`
+    says `data` is already `generation_input_validate`'s output, so it is not checked again."""
     fields = dict(fields or {})
     if asset_id is not None:
         asset = selectors.flat_file_get(user=user, file_id=asset_id)
@@ -135,7 +136,7 @@ def collection_create(*, user: Any, project_id: UUID | None = None, asset_id: in
         project = selectors.project_get(user=user, project_id=project_id)
     else:
         project = project_default(user=user)
-    clean = generation_input_validate(data)
+    clean = data if validated else generation_input_validate(data)
     collection = Collection.objects.create(project=project, data={}, **fields)
     collection.data = _assign_components(collection, clean, keep_existing=False)
     collection.save(update_fields=["data"])

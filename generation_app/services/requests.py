@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +24,7 @@ from generation_app.engine.variables import pick_variables
 from generation_app.nodes.registry import queue_for
 from generation_app.services import execution
 from generation_app.services.quote import quote_steps
-from generation_app.services.steps import plan_steps, workflow_snapshot
+from generation_app.services.steps import StepPlan, plan_steps, workflow_snapshot
 from jobs_app import services as jobs
 from jobs_app.models import Generation, Job, NodeRun
 
@@ -49,17 +51,26 @@ def max_generations(*, user: Any, workflows: Mapping[str, Any]) -> int:
     return max(limit, override) if override else limit
 
 
+def hashes_check(hashes: Sequence[Any] | None) -> list[str] | None:
+    """Explicit hashes as given (None when none were), or ValidationFailed (400) naming each bad
+    one: a list of non-empty strings of at most MAX_HASH_LENGTH characters."""
+    if hashes is None:
+        return None
+    if not hashes:
+        raise ValidationFailed("hashes must not be empty.", details={"hashes": ["Empty."]})
+    bad = {f"hashes[{i}]": [f"Must be a non-empty string of at most {MAX_HASH_LENGTH} characters."]
+           for i, h in enumerate(hashes)
+           if not isinstance(h, str) or not h or len(h) > MAX_HASH_LENGTH}
+    if bad:
+        key, messages = next(iter(bad.items()))
+        raise ValidationFailed(f"Invalid input: {key}: {messages[0]}", details=bad)
+    return list(hashes)
+
+
 def _hashes(data: Mapping[str, Any], *, count: int | None, hashes: list[Any] | None) -> list[str]:
-    if hashes is not None:
-        bad = [i for i, h in enumerate(hashes)
-               if not isinstance(h, str) or not h or len(h) > MAX_HASH_LENGTH]
-        if bad:
-            raise ValidationFailed("Every hash must be a non-empty string of at most 200 characters.",
-                                   details={f"hashes[{i}]": ["Must be a non-empty string."]
-                                            for i in bad})
-        if not hashes:
-            raise ValidationFailed("hashes must not be empty.", details={"hashes": ["Empty."]})
-        return list(hashes)
+    checked = hashes_check(hashes)
+    if checked is not None:
+        return checked
     if count is not None:
         return [new_hash() for _ in range(count)]
     gens = data.get("generations") or {}
@@ -87,65 +98,123 @@ def _apply_variable_overrides(variables: list[dict[str, Any]],
     return {k: str(v) for k, v in overrides.items()}
 
 
+@dataclass(frozen=True)
+class JobInput:
+    """A GenerationInput ready to become a job: validated, planned, its hashes chosen, quoted."""
+
+    data: dict[str, Any]
+    plan: StepPlan
+    hashes: list[str]
+    quote: dict[str, Any]  # the public quote (no `_per_generation`)
+    per_generation: Decimal
+    variables: dict[str, Any] = field(default_factory=dict)  # overrides as given, kept on the job
+    overrides: dict[str, str] = field(default_factory=dict)  # the same, as pick_variables takes them
+
+    def renumbered(self, data: dict[str, Any]) -> JobInput:
+        """This input after `collection_create` gave its steps new ids (the old id in each step's
+        `fromId`): the plan and the quote follow the new ids, nothing is validated, planned or
+        quoted again. Renumbering rewrites only references, so costs and dependencies hold."""
+        new_id = {s["fromId"]: s["id"] for s in data.get("steps") or []
+                  if isinstance(s, dict) and "fromId" in s}
+        by_id = {s["id"]: s for s in data.get("steps") or [] if isinstance(s, dict)}
+
+        def moved(step_id: Any) -> Any:
+            return new_id.get(step_id, step_id)
+
+        plan = StepPlan(
+            steps=[by_id[moved(s["id"])] for s in self.plan.steps],
+            skipped=[by_id[moved(s["id"])] for s in self.plan.skipped],
+            deps={moved(k): {moved(d) for d in v} for k, v in self.plan.deps.items()},
+            workflows=self.plan.workflows)
+        quote = {**self.quote, "breakdown": [{**b, "stepId": moved(b.get("stepId"))}
+                                             for b in self.quote.get("breakdown") or []]}
+        return replace(self, data=data, plan=plan, quote=quote)
+
+
+def job_input_quote(*, data: dict[str, Any], plan: StepPlan, hashes: list[str],
+                    variables: Mapping[str, Any] | None = None,
+                    overrides: Mapping[str, str] | None = None) -> JobInput:
+    """Quote a validated and planned GenerationInput for these hashes (runs each step's credits
+    script once); writes nothing."""
+    quote = quote_steps(plan.steps, generations=len(hashes))
+    per_generation = quote.pop("_per_generation")
+    return JobInput(data=data, plan=plan, hashes=hashes, quote=quote,
+                    per_generation=per_generation, variables=dict(variables or {}),
+                    overrides=dict(overrides or {}))
+
+
+def job_input_prepare(*, user: Any, data: Any, variables: Mapping[str, Any] | None = None,
+                      count: int | None = None, hashes: list[Any] | None = None) -> JobInput:
+    """Validate, plan, choose the hashes and quote a GenerationInput for `user`, writing nothing;
+    raises 400/404/422 (GraphError, ValidationFailed, Unprocessable)."""
+    data = generation_input_validate(data)
+    plan = plan_steps(data)
+    overrides = _apply_variable_overrides(data.get("variables") or [], variables or {})
+    limit = max_generations(user=user, workflows=plan.workflows)
+    if count is not None and count > limit:
+        raise ValidationFailed(f"count must be at most {limit}.",
+                               details={"count": [f"At most {limit} generations per request."]})
+    hash_list = _hashes(data, count=count, hashes=hashes)
+    if len(hash_list) > limit:
+        raise ValidationFailed(f"At most {limit} generations per request.",
+                               details={"hashes": [f"At most {limit} generations."]})
+    if not plan.steps:
+        raise ValidationFailed("The collection has no steps to run.",
+                               details={"data.steps": ["No runnable steps."]})
+    return job_input_quote(data=data, plan=plan, hashes=hash_list, variables=variables,
+                           overrides=overrides)
+
+
 def generation_request(*, user: Any, collection_id: UUID | str, variables: Mapping[str, Any] | None,
                        workflow_priority: int | None = None, count: int | None = None,
                        hashes: list[Any] | None = None) -> Job:
     """Start generations of one of the user's collections (one job holding all of them)."""
     with transaction.atomic():
         collection = collection_selectors.collection_get(user=user, collection_id=collection_id)
+        data = collection.data
+        # a stored collection whose workflow was deleted or misconfigured since it was saved
+        # can no longer run: 422, before the generic validation would call it a bad input
+        plan_steps(data if isinstance(data, dict) else {})
+        job_input = job_input_prepare(user=user, data=data, variables=variables, count=count,
+                                      hashes=hashes)
         return job_create_from_input(
-            user=user, data=collection.data, collection_id=str(collection.id),
-            name=f"Collection Generation: {collection.title}", variables=variables,
-            workflow_priority=workflow_priority, count=count, hashes=hashes)
+            user=user, job_input=job_input, collection_id=str(collection.id),
+            name=f"Collection Generation: {collection.title}",
+            workflow_priority=workflow_priority)
 
 
-def job_create_from_input(*, user: Any, data: Any, collection_id: str | None, name: str,
-                          variables: Mapping[str, Any] | None = None,
-                          workflow_priority: int | None = None, count: int | None = None,
-                          hashes: list[Any] | None = None,
+def job_create_from_input(*, user: Any, job_input: JobInput, collection_id: str | None, name: str,
+                          workflow_priority: int | None = None,
                           job_type: str = "collection_generation",
-                          not_before: datetime | None = None) -> Job:
-    """Validate, quote and hold credits, then create one job with a generation per hash and a node
-    run per step; the first steps are announced to their queues when the transaction commits.
-    Raises before creating anything (400/402/404/422)."""
+                          not_before: datetime | None = None,
+                          webhook: Mapping[str, Any] | None = None) -> Job:
+    """Hold credits for a prepared input (402 before creating anything), then create one job with
+    a generation per hash and a node run per step; the first steps are announced to their queues
+    when the transaction commits. `webhook` ({url, events}) is this job's own webhook."""
+    data, hashes, quote = job_input.data, job_input.hashes, job_input.quote
+    job_data: dict[str, Any] = {"collectionId": collection_id, "variables": job_input.variables,
+                                "outputs": [], "quote": quote}
+    if webhook is not None:
+        # delivery is the webhooks service's: it reads `data.webhook` when the job changes
+        job_data["webhook"] = {"url": webhook["url"], "events": list(webhook["events"])}
     with transaction.atomic():
-        if collection_id is not None:
-            # a stored collection whose workflow was deleted or misconfigured since it was saved
-            # can no longer run: 422, before the generic validation would call it a bad input
-            plan_steps(data if isinstance(data, dict) else {})
-        data = generation_input_validate(data)
-        plan = plan_steps(data)
-        overrides = _apply_variable_overrides(data.get("variables") or [], variables or {})
-        limit = max_generations(user=user, workflows=plan.workflows)
-        if count is not None and count > limit:
-            raise ValidationFailed(f"count must be at most {limit}.",
-                                   details={"count": [f"At most {limit} generations per request."]})
-        hash_list = _hashes(data, count=count, hashes=hashes)
-        if len(hash_list) > limit:
-            raise ValidationFailed(f"At most {limit} generations per request.",
-                                   details={"hashes": [f"At most {limit} generations."]})
-        if not plan.steps:
-            raise ValidationFailed("The collection has no steps to run.",
-                                   details={"data.steps": ["No runnable steps."]})
-        quote = quote_steps(plan.steps, generations=len(hash_list))
-        per_generation = quote.pop("_per_generation")
         job = Job.objects.create(
             user=user, name=name[:500], job_type=job_type,
             priority=priority_from_workflow_priority(workflow_priority),
-            data={"collectionId": collection_id, "variables": dict(variables or {}),
-                  "outputs": [], "quote": quote},
-            input=data, max_retries=settings.NODE_MAX_ATTEMPTS, not_before=not_before,
+            data=job_data, input=data, max_retries=settings.NODE_MAX_ATTEMPTS,
+            not_before=not_before,
         )
-        accounts.credits_hold(user=user, job_id=job.id, per_generation=per_generation,
-                              generations=len(hash_list), quote=quote)
+        accounts.credits_hold(user=user, job_id=job.id, per_generation=job_input.per_generation,
+                              generations=len(hashes), quote=quote)
         jobs.history_add(job=job, status="pending", message="Job created and pending execution",
-                         data={"collectionId": collection_id, "generations": len(hash_list)})
-        _create_work(job=job, data=data, plan=plan, hashes=hash_list, overrides=overrides)
+                         data={"collectionId": collection_id, "generations": len(hashes)})
+        _create_work(job=job, data=data, plan=job_input.plan, hashes=hashes,
+                     overrides=job_input.overrides)
         jobs.job_changed(job=job)
     return job
 
 
-def _create_work(*, job: Job, data: Mapping[str, Any], plan: Any, hashes: list[str],
+def _create_work(*, job: Job, data: Mapping[str, Any], plan: StepPlan, hashes: list[str],
                  overrides: Mapping[str, str]) -> None:
     generations = []
     for gid, h in enumerate(hashes):

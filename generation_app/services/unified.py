@@ -21,15 +21,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from collections_app import selectors as collection_selectors
+from collections_app.generation_input import new_hash
 from collections_app.services import collection_create, generation_input_validate
 from emprops.accounts import services as accounts
 from emprops.errors import DomainError, NotFound, ValidationFailed
 from generation_app.nodes.registry import BUILTIN_NODES
 from generation_app.services import webhooks
-from generation_app.services.quote import quote_steps
 from generation_app.services.requests import (
-    MAX_HASH_LENGTH,
+    JobInput,
+    hashes_check,
     job_create_from_input,
+    job_input_quote,
     max_generations,
 )
 from generation_app.services.steps import plan_steps
@@ -70,11 +72,20 @@ class GenerateRequest:
 @dataclass(frozen=True)
 class Prepared:
     request: GenerateRequest
-    data: dict[str, Any]  # the GenerationInput, validated (step ids not yet re-numbered)
     title: str
-    generations: int
-    quote: dict[str, Any]
-    per_generation: Decimal
+    job_input: JobInput  # validated, planned and quoted; step ids not yet re-numbered
+
+    @property
+    def generations(self) -> int:
+        return len(self.job_input.hashes)
+
+    @property
+    def quote(self) -> dict[str, Any]:
+        return self.job_input.quote
+
+    @property
+    def per_generation(self) -> Decimal:
+        return self.job_input.per_generation
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,7 @@ def generate_prepare(*, user: Any, request: GenerateRequest) -> Prepared:
                            details={"project_id": ["No such project."]}) from None
     node_name, workflow = _resolve_workflow(user=user, request=request)
     payload = _payload(node_name, workflow, request.inputs)
-    hashes = _check_hashes(request.hashes)
+    hashes = hashes_check(request.hashes)
     data = {
         "version": "v2",
         "steps": [{"id": _STEP_ID, "nodeName": node_name, "nodePayload": payload}],
@@ -125,30 +136,23 @@ def generate_prepare(*, user: Any, request: GenerateRequest) -> Prepared:
         at = "hashes" if hashes else "count"
         raise ValidationFailed(f"At most {limit} generations per request.",
                                details={at: [f"At most {limit} generations per request."]})
-    quote = quote_steps(plan.steps, generations=n)
-    per_generation = quote.pop("_per_generation")
+    job_input = job_input_quote(data=data, plan=plan,
+                                hashes=hashes or [new_hash() for _ in range(n)])
     title = request.fields.get("title") or (workflow.label or workflow.name if workflow
                                             else node_name)
-    return Prepared(request=request, data=data, title=str(title)[:300], generations=n,
-                    quote=quote, per_generation=per_generation)
+    return Prepared(request=request, title=str(title)[:300], job_input=job_input)
 
 
 def _start(*, user: Any, prepared: Prepared) -> Started:
     request = prepared.request
     fields = {**request.fields, "title": prepared.title}
-    collection = collection_create(user=user, project_id=request.project_id, data=prepared.data,
-                                   fields=fields)
+    collection = collection_create(user=user, project_id=request.project_id,
+                                   data=prepared.job_input.data, fields=fields, validated=True)
     job = job_create_from_input(
-        user=user, data=collection.data, collection_id=str(collection.id),
-        name=f"Collection Generation: {collection.title}", workflow_priority=request.priority,
-        count=None if request.hashes else prepared.generations,
-        hashes=list(request.hashes) if request.hashes else None, not_before=request.run_at)
-    if request.webhook is not None:
-        # delivery is the webhooks service's: it reads `data.webhook` when the job changes
-        job.data = {**job.data, "webhook": {"url": request.webhook["url"],
-                                            "events": list(request.webhook["events"])}}
-        job.save(update_fields=["data", "updated_at"])
-    return Started(collection=collection, job=job, quote=job.data.get("quote") or prepared.quote)
+        user=user, job_input=prepared.job_input.renumbered(collection.data),
+        collection_id=str(collection.id), name=f"Collection Generation: {collection.title}",
+        workflow_priority=request.priority, not_before=request.run_at, webhook=request.webhook)
+    return Started(collection=collection, job=job, quote=job.data["quote"])
 
 
 # ---- a batch ------------------------------------------------------------------------------------
@@ -259,19 +263,6 @@ def _payload(node_name: str, workflow: Workflow | None,
     if errors:
         raise ValidationFailed(_first(errors), details=errors)
     return coerced
-
-
-def _check_hashes(hashes: Sequence[Any] | None) -> list[str] | None:
-    if hashes is None:
-        return None
-    if not hashes:
-        raise ValidationFailed("hashes must not be empty.", details={"hashes": ["Empty."]})
-    bad = {f"hashes[{i}]": [f"Must be a non-empty string of at most {MAX_HASH_LENGTH} characters."]
-           for i, h in enumerate(hashes)
-           if not isinstance(h, str) or not h or len(h) > MAX_HASH_LENGTH}
-    if bad:
-        raise ValidationFailed(_first(bad), details=bad)
-    return list(hashes)
 
 
 def _check_webhook(webhook: Mapping[str, Any] | None) -> None:

@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
+from django.db import transaction
+
 from collections_app.services import generation_input_validate
 from emprops.errors import Unprocessable, ValidationFailed
 from generation_app.services.quote import quote_steps
-from generation_app.services.requests import job_create_from_input
+from generation_app.services.requests import job_create_from_input, job_input_prepare
 from jobs_app.models import Job
 from workflows_app import selectors as workflows
 from workflows_app.forms import form_defaults, validate_payload
@@ -84,7 +86,9 @@ def workflow_test_run(*, user: Any, workflow_id: UUID | str) -> Job:
     if not isinstance(test, dict):
         raise Unprocessable("This workflow has no test payload.",
                             details={"data.test": ["Missing: set a sample payload first."]})
-    return job_create_from_input(
-        user=user, data=_one_step_input(workflow, test, generations=1), collection_id=None,
-        name=f"Workflow test: {workflow.label or workflow.name}", count=1,
-        job_type="workflow_test")
+    with transaction.atomic():
+        job_input = job_input_prepare(user=user, data=_one_step_input(workflow, test, generations=1),
+                                      count=1)
+        return job_create_from_input(
+            user=user, job_input=job_input, collection_id=None,
+            name=f"Workflow test: {workflow.label or workflow.name}", job_type="workflow_test")

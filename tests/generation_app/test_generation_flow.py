@@ -142,6 +142,21 @@ def test_unknown_variable_and_count_over_limit_are_400_before_any_job(api_for, a
 
 
 @pytest.mark.django_db
+def test_a_bad_hash_is_named_as_the_unified_api_names_it(api_for, alice):
+    client = api_for(alice)
+    collection = _collection(client)
+
+    response = client.post(f"/api/collections/{collection['id']}/generations",
+                           {"hashes": ["0xab", "", "x" * 201]}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["details"] == {
+        "hashes[1]": ["Must be a non-empty string of at most 200 characters."],
+        "hashes[2]": ["Must be a non-empty string of at most 200 characters."]}
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db
 def test_not_enough_credits_is_402_with_the_quote_and_creates_nothing(api_for, alice):
     client = api_for(alice)
     collection = _collection(client)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -474,6 +475,41 @@ def test_a_batch_is_accepted_whole(api_for, alice):
     assert [j.generations.count() for j in jobs] == [2, 1, 1]
     assert Collection.objects.count() == 3
     assert CreditsHold.objects.filter(user=alice, status="held").count() == 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("url", "body", "items"), [
+    (URL, {"workflow_name": "flux", "inputs": {"prompt": "x"}, "count": 2}, 1),
+    (BATCH, {"items": [{"workflow_name": "flux", "inputs": {"prompt": "x"}, "count": 2},
+                       {"workflow_name": "flux", "inputs": {"prompt": "y"}}]}, 2),
+])
+def test_each_request_is_validated_planned_and_quoted_once(api_for, alice, monkeypatch, url,
+                                                            body, items):
+    # quoting runs the credits script in the JS sandbox (up to 1 s a step): never twice
+    from collections_app import services as collection_services
+    from generation_app.services import quote, steps
+
+    _fetch_workflow()
+    calls: Counter[str] = Counter()
+
+    def spy(module: Any, name: str) -> None:
+        real = getattr(module, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+
+    spy(collection_services, "node_form_lookup")  # once per GenerationInput validation
+    spy(steps, "workflows_by_name")  # once per plan
+    spy(quote, "credits_cost")  # once per quoted step
+
+    response = api_for(alice).post(url, body, format="json")
+
+    assert response.status_code == 202, response.json()
+    assert calls == {"node_form_lookup": items, "workflows_by_name": items, "credits_cost": items}
+    assert Job.objects.count() == items
 
 
 @pytest.mark.django_db
