@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from emprops.accounts.models import CreditsHistory, User, UserApiKey
 from emprops.accounts.services import api_key_create, hash_key
+from emprops.authentication import issue_tokens
 
 
 def test_unknown_api_path_is_an_enveloped_404(db):
@@ -144,6 +145,32 @@ def test_password_login_issues_tokens_whose_sub_is_the_user_id(alice):
                        format="json").status_code == 401
     # a refresh token is not an access token
     assert client.get("/api/me", HTTP_AUTHORIZATION=f"Bearer {tokens['refresh']}").status_code == 401
+
+
+@pytest.mark.parametrize("sub", ["idp-user", "12345", "00000000-0000-0000-0000-000000000000"])
+def test_a_refresh_token_whose_sub_names_no_local_user_is_401(db, settings, sub):
+    # given: a validly signed refresh token for something that is not a local account's id
+    token = jwt.encode({"sub": sub, "type": "refresh", "exp": int(time.time()) + 60},
+                       settings.JWT_SIGNING_KEY, algorithm="HS256")
+    users = User.objects.count()
+
+    response = APIClient().post("/api/auth/token/refresh", {"refresh": token}, format="json")
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "Unknown user."
+    assert User.objects.count() == users
+
+
+def test_an_inactive_users_refresh_token_is_401(alice):
+    tokens = issue_tokens(user=alice)
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+
+    response = APIClient().post("/api/auth/token/refresh", {"refresh": tokens["refresh"]},
+                                format="json")
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "Unknown user."
 
 
 def test_malformed_json_is_an_enveloped_400(api_for, alice):

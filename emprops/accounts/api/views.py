@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from emprops.accounts import selectors, services
 from emprops.accounts.api import serializers as s
 from emprops.accounts.models import User
-from emprops.api import WWW_AUTHENTICATE, get_or_not_found
+from emprops.api import WWW_AUTHENTICATE
 from emprops.authentication import decode_token, issue_tokens
 from emprops.errors import DomainError
 from emprops.views import ViewerListView
@@ -59,7 +59,7 @@ class TokenRefreshView(TokenView):
         body = s.TokenRefreshInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         claims = decode_token(body.validated_data["refresh"], expected_type="refresh")
-        user = User.objects.filter(pk=claims["sub"], is_active=True).first()
+        user = selectors.user_get_active(user_id=claims["sub"])
         if user is None:
             raise AuthFailed("Unknown user.")
         return Response(issue_tokens(user=user))
@@ -118,7 +118,7 @@ class CreditsGrantView(APIView):
         body = s.CreditsGrantInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        target = get_or_not_found(User.objects.all(), label="User", pk=v["user_id"])
+        target = selectors.user_get(user_id=v["user_id"])
         row = services.credits_grant(user=target, amount=v["amount"], credit_type=v["credit_type"],
                                      comment=v["comment"], created_by=_viewer(request))
         return Response(s.CreditsHistoryOutputSerializer(row).data, status=status.HTTP_201_CREATED)
