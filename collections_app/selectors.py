@@ -59,10 +59,11 @@ def collection_files(*, user: Any, collection_id: UUID | str) -> QuerySet[FlatFi
             .distinct().order_by("-created_at", "-id"))
 
 
-def collection_preview_get(*, user: Any, collection_id: UUID | str) -> CollectionPreview:
+def collection_preview_get(*, user: Any, collection_id: UUID | str) -> CollectionPreview | None:
+    """The preview settings of one of the user's collections, None when never set; NotFound for
+    others' collections."""
     collection = collection_get(user=user, collection_id=collection_id)
-    preview, _ = CollectionPreview.objects.get_or_create(collection=collection)
-    return preview
+    return CollectionPreview.objects.filter(collection=collection).first()
 
 
 def flat_file_get(*, user: Any, file_id: int) -> FlatFile:

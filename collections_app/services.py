@@ -205,6 +205,18 @@ def collection_publish(*, user: Any, collection_id: UUID) -> Collection:
 
 
 @transaction.atomic
+def collection_preview_get_or_create(*, user: Any, collection_id: UUID) -> CollectionPreview:
+    """The preview settings of one of the user's collections, created with their defaults on
+    first use (NotFound for others' collections)."""
+    preview = selectors.collection_preview_get(user=user, collection_id=collection_id)
+    if preview is not None:
+        return preview
+    collection = selectors.collection_get(user=user, collection_id=collection_id)
+    preview, _ = CollectionPreview.objects.get_or_create(collection=collection)
+    return preview
+
+
+@transaction.atomic
 def collection_preview_update(*, user: Any, collection_id: UUID, **fields: Any) -> CollectionPreview:
     """Update the preview settings and snapshot the collection's current data as a new version."""
     collection = selectors.collection_get(user=user, collection_id=collection_id, for_update=True)

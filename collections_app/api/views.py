@@ -173,7 +173,8 @@ class CollectionArchiveView(APIView):
 class CollectionPreviewView(APIView):
     @extend_schema(responses=s.CollectionPreviewOutputSerializer)
     def get(self, request: Request, collection_id: UUID) -> Response:
-        preview = selectors.collection_preview_get(user=request.user, collection_id=collection_id)
+        preview = services.collection_preview_get_or_create(user=request.user,
+                                                            collection_id=collection_id)
         return Response(s.CollectionPreviewOutputSerializer(preview).data)
 
     @extend_schema(request=s.CollectionPreviewInputSerializer,

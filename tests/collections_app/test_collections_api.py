@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from collections_app.models import Collection, CollectionHistory, Component, Project
+from collections_app.models import (
+    Collection,
+    CollectionHistory,
+    CollectionPreview,
+    Component,
+    Project,
+)
 
 
 def _doc(*children):
@@ -181,6 +187,24 @@ def test_preview_put_snapshots_versions(api_for, alice):
     assert first["version"] == 1
     assert same["version"] == 1  # data unchanged: no new snapshot
     assert same["max_generations"] == 5
+
+
+def test_preview_get_makes_the_default_settings_once_and_bobs_makes_none(api_for, alice, bob):
+    client = api_for(alice)
+    created = client.post("/api/projects/collections", {"data": _data()}, format="json").json()["data"]
+    url = f"/api/collections/{created['id']}/preview"
+
+    denied = api_for(bob).get(url)
+    made_by_bob = CollectionPreview.objects.count()
+    first = client.get(url)
+    second = client.get(url)
+
+    assert denied.status_code == 404 and made_by_bob == 0
+    assert first.status_code == second.status_code == 200
+    assert first.json()["data"] == second.json()["data"]
+    assert first.json()["data"]["collection_id"] == created["id"]
+    assert first.json()["data"]["version"] is None
+    assert CollectionPreview.objects.filter(collection_id=created["id"]).count() == 1
 
 
 def test_remix_of_public_remixable_collection_gets_fresh_ids(api_for, alice, bob):
