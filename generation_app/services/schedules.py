@@ -22,7 +22,13 @@ from django.utils import timezone
 
 from collections_app import selectors as collection_selectors
 from emprops.api import get_or_not_found
-from emprops.errors import Conflict, DomainError, InsufficientCredits, ValidationFailed
+from emprops.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InsufficientCredits,
+    ValidationFailed,
+)
 from generation_app.models import CollectionSchedule, ScheduleRun
 from generation_app.services.requests import generation_request
 
@@ -183,8 +189,8 @@ def schedules_run_due(*, limit: int = 100) -> int:
 def schedule_run(*, schedule_id: Any, slot: datetime, now: datetime) -> ScheduleRun | None:
     """Claim the slot and start its job; None when another beat already took it.
 
-    A refusal (credits, or a collection that no longer validates) is recorded as a refused run and
-    pauses the schedule: it would be refused again until the owner acts.
+    A refusal (credits, a deactivated owner, or a collection that no longer validates) is recorded
+    as a refused run and pauses the schedule: it would be refused again until someone acts.
     """
     schedule = CollectionSchedule.objects.select_related("user").get(pk=schedule_id)
     nxt = next_run_after(cron=schedule.cron, interval_seconds=schedule.interval_seconds,
@@ -200,6 +206,9 @@ def schedule_run(*, schedule_id: Any, slot: datetime, now: datetime) -> Schedule
     run = ScheduleRun(schedule=schedule, scheduled_for=slot, status=ScheduleRun.Status.ACCEPTED)
     try:
         with transaction.atomic():  # a refused request leaves nothing behind
+            if not schedule.user.is_active:  # nobody runs or spends as a deactivated user
+                raise Forbidden("The schedule's owner is deactivated.",
+                                details={"user": ["Deactivated."]})
             run.job = generation_request(user=schedule.user, collection_id=schedule.collection_id,
                                          variables=schedule.variables, count=schedule.count)
     except DomainError as exc:

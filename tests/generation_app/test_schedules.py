@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from emprops.accounts.models import CreditsBalance, CreditsHold
 from emprops.accounts.services import credits_grant
 from generation_app.models import CollectionSchedule, ScheduleRun
 from generation_app.services import schedules
@@ -93,6 +94,31 @@ def test_a_run_without_credits_is_refused_and_pauses_the_schedule(api_for, alice
     schedule.refresh_from_db()
     assert schedule.status == "paused"
     assert not Job.objects.filter(user=alice).exists()
+    assert schedules.schedules_run_due() == 0
+
+
+def test_a_deactivated_owners_run_is_refused_and_pauses_the_schedule(api_for, alice):
+    # given: a due schedule whose owner staff then deactivate
+    client = api_for(alice)
+    collection = _collection(client)
+    schedule = _due_schedule(client, collection["id"])
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+    balance = CreditsBalance.objects.get(user=alice, credit_type="permanent").balance
+
+    # when
+    made = schedules.schedules_run_due()
+
+    # then: refused and paused, and nothing was created or held
+    assert made == 1
+    run = ScheduleRun.objects.get(schedule=schedule)
+    assert run.status == "refused" and run.job_id is None
+    assert run.error == "The schedule's owner is deactivated."
+    schedule.refresh_from_db()
+    assert schedule.status == "paused"
+    assert not Job.objects.filter(user=alice).exists()
+    assert not CreditsHold.objects.filter(user=alice).exists()
+    assert CreditsBalance.objects.get(user=alice, credit_type="permanent").balance == balance
     assert schedules.schedules_run_due() == 0
 
 
