@@ -132,28 +132,28 @@ class TemplateAdmin(admin.ModelAdmin):
 # import generation_app (STYLE rule 5), so the actions that need the engine are added here.
 
 
-@admin.action(description="Cancel selected jobs (stop work, release credits)")
-def cancel_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+def _each_job(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job],
+              service: Any, verb: str, refused: str) -> None:
     done, skipped = 0, 0
     for job in queryset.select_related("user"):
         try:
-            control.job_cancel(user=job.user, job_id=job.id)
+            service(user=job.user, job_id=job.id)
             done += 1
         except DomainError:
             skipped += 1
-    modeladmin.message_user(request, f"Cancelled {done} job(s); {skipped} were already finished.")
+    modeladmin.message_user(request, f"{verb} {done} job(s); {skipped} {refused}.")
+
+
+@admin.action(description="Cancel selected jobs (stop work, release credits)")
+def cancel_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+    _each_job(modeladmin, request, queryset, control.job_cancel, "Cancelled",
+              "were already finished")
 
 
 @admin.action(description="Retry the failed generations of selected jobs")
 def retry_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-    done, skipped = 0, 0
-    for job in queryset.select_related("user"):
-        try:
-            control.job_retry(user=job.user, job_id=job.id)
-            done += 1
-        except DomainError:
-            skipped += 1
-    modeladmin.message_user(request, f"Retried {done} job(s); {skipped} had nothing to retry.")
+    _each_job(modeladmin, request, queryset, control.job_retry, "Retried",
+              "had nothing to retry")
 
 
 setattr(JobAdmin, "actions", [*(getattr(JobAdmin, "actions", None) or []), cancel_jobs, retry_jobs])  # noqa: B010
