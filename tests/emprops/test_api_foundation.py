@@ -105,7 +105,7 @@ def test_hs256_token_with_unknown_sub_provisions_a_user_with_free_credits(db, se
 
 
 def test_token_signed_with_another_key_is_401(db):
-    token = jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, "not-the-key", algorithm="HS256")
+    token = jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, "not-the-key-but-long-enough-for-hs256-0123456789", algorithm="HS256")
 
     response = APIClient().get("/api/me", HTTP_AUTHORIZATION=f"Bearer {token}")
 
