@@ -69,7 +69,9 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
                             "--port", str(port), "--timeout-graceful-shutdown", "2",
                             "--no-server-header", "--log-level", "warning"], cwd=ROOT,
                            env={**env, "DB_POOL": os.environ.get("DB_POOL", "1")})
-    quiet = {**env, "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING")}
+    quiet = {**env, "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING"),
+             # `make run` runs as root on a fresh machine; Celery's banner about it is noise here
+             "PYTHONWARNINGS": "ignore:You're running the worker with superuser privileges"}
     sup.spawn("worker", [PY, "-m", "celery", "-A", "emprops", "--quiet", "worker", "-Q", queues,
                          "-c", concurrency, "-O", "fair", "--loglevel", "WARNING",
                          "-n", "embedded@%h"], cwd=ROOT, env=quiet)
