@@ -145,6 +145,15 @@ def credits_grant(*, user: User, amount: Decimal, credit_type: str, comment: str
                 f"The {credit_type} balance is {row.balance}; it cannot go below zero.",
                 details={"amount": ["Would make the balance negative."]},
             )
+        total = sum((b.balance for b in balances.values()), Decimal(0))
+        held = held_total(user=user)
+        if amount < 0 and total + amount < held:
+            # held credits are promised to accepted work: taking them would under-charge it
+            raise ValidationFailed(
+                f"{held} credits are held for running jobs; at most {total - held} can be removed "
+                "now (cancel the jobs first to remove more).",
+                details={"amount": ["Would take credits held for running jobs."]},
+            )
         CreditsBalance.objects.filter(pk=row.pk).update(balance=F("balance") + amount)
         return CreditsHistory.objects.create(
             user=user, flow=CreditsHistory.Flow.IN if amount > 0 else CreditsHistory.Flow.OUT,

@@ -459,6 +459,18 @@ def fill_template(template: Any, inputs: Any, values: Mapping[str, Any], *, seed
     return document
 
 
+# The platform's own credentials are never sent to a third party, whatever a template names.
+_PLATFORM_SECRETS = frozenset({
+    "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "JWT_SIGNING_KEY", "SECRETS_ENCRYPTION_KEY",
+    "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "CELERY_BROKER_URL",
+})
+
+
+def _platform_secret(name: str) -> bool:
+    upper = name.upper()
+    return upper in _PLATFORM_SECRETS or upper.startswith(("DJANGO_", "EMPROPS_", "PG", "DB_"))
+
+
 def fill_headers(
     headers: Any,
     *,
@@ -479,7 +491,8 @@ def fill_headers(
 
     def substitute(match: re.Match[str]) -> str:
         variable = match.group(1)
-        secret = (user_secret or "").strip() or env.get(variable, "").strip()
+        from_env = "" if _platform_secret(variable) else env.get(variable, "").strip()
+        secret = (user_secret or "").strip() or from_env
         if not secret:
             raise NodeError(
                 f"The API key {variable} is not set: store your key for workflow "

@@ -74,3 +74,15 @@ def test_retry_reopens_the_hold_for_failed_generations(alice):
     assert _balances(alice)["permanent"] == Decimal(8)
     assert CreditsHistory.objects.filter(job_id=job_id, flow="out").count() == 2
     assert CreditsHold.objects.get(job_id=job_id).status == "settled"
+
+
+def test_a_negative_grant_cannot_take_credits_held_for_running_jobs(alice):
+    services.credits_hold(user=alice, job_id=uuid.uuid4(), per_generation=Decimal(6),
+                          generations=1, quote={})
+
+    with pytest.raises(Exception) as refused:
+        services.credits_grant(user=alice, amount=Decimal(-5), credit_type="permanent")
+    services.credits_grant(user=alice, amount=Decimal(-4), credit_type="permanent")
+
+    assert "held" in str(refused.value)
+    assert _balances(alice)["permanent"] == Decimal(6)

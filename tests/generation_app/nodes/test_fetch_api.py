@@ -400,3 +400,19 @@ def test_polling_url_encodes_ids_but_keeps_whole_urls():
         == "https://api.test/jobs/a%2F..%2Fb%20c?v=2"
     )
     assert polling_url("{get}", {"get": "https://api.test/p/1?x=y"}) == "https://api.test/p/1?x=y"
+
+
+def test_a_header_template_cannot_send_the_platforms_own_secrets():
+    from generation_app.nodes.base import NodeError
+    from generation_app.nodes.fetch_api import fill_headers
+
+    env = {"DATABASE_URL": "postgresql://u:p@db/x", "VIDEO_API_KEY": "vk-1"}
+
+    ok, _ = fill_headers({"Authorization": "Bearer {{VIDEO_API_KEY}}"}, user_secret=None,
+                         environ=env, workflow_name="video")
+    with pytest.raises(NodeError) as refused:
+        fill_headers({"X-Leak": "{{DATABASE_URL}}"}, user_secret=None, environ=env,
+                     workflow_name="video")
+
+    assert ok == {"Authorization": "Bearer vk-1"}
+    assert "postgresql" not in str(refused.value)
