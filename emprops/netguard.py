@@ -16,7 +16,7 @@ import re
 import socket
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -132,6 +132,33 @@ def safe_async_client(
     )
 
 
+_P = TypeVar("_P")
+
+
+class _PoolCache(Generic[_P]):
+    """Connection pools per (hostname, address), least recently used evicted past _MAX_POOLS."""
+
+    def __init__(self, make: Callable[[], _P]) -> None:
+        self._make = make
+        self._pools: OrderedDict[tuple[str, str], _P] = OrderedDict()
+
+    def get(self, host: str, address: str) -> tuple[_P, _P | None]:
+        """The pool for (host, address), and a pool evicted to make room (for the caller to close)."""
+        key = (host, address)
+        pool = self._pools.get(key)
+        if pool is not None:
+            self._pools.move_to_end(key)
+            return pool, None
+        pool = self._pools[key] = self._make()
+        evicted = self._pools.popitem(last=False)[1] if len(self._pools) > _MAX_POOLS else None
+        return pool, evicted
+
+    def drain(self) -> list[_P]:
+        pools = list(self._pools.values())
+        self._pools.clear()
+        return pools
+
+
 class GuardedTransport(httpx.BaseTransport):
     """Vets each request, then sends it to the vetted address through a per-host pool.
 
@@ -148,8 +175,7 @@ class GuardedTransport(httpx.BaseTransport):
     ) -> None:
         self._allow_hosts = _normalise_allow_list(allow_hosts)
         self._resolver = resolver
-        self._options = transport_options
-        self._pools: OrderedDict[tuple[str, str], httpx.HTTPTransport] = OrderedDict()
+        self._pools = _PoolCache(lambda: httpx.HTTPTransport(**transport_options))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         host, addresses = _vet_for_transport(request, self._allow_hosts, self._resolver)
@@ -165,21 +191,13 @@ class GuardedTransport(httpx.BaseTransport):
         raise last_error
 
     def _pool(self, host: str, address: str) -> httpx.HTTPTransport:
-        key = (host, address)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = httpx.HTTPTransport(**self._options)
-            self._pools[key] = pool
-            if len(self._pools) > _MAX_POOLS:
-                _, evicted = self._pools.popitem(last=False)
-                evicted.close()
-        else:
-            self._pools.move_to_end(key)
+        pool, evicted = self._pools.get(host, address)
+        if evicted is not None:
+            evicted.close()
         return pool
 
     def close(self) -> None:
-        while self._pools:
-            _, pool = self._pools.popitem()
+        for pool in self._pools.drain():
             pool.close()
 
 
@@ -195,8 +213,7 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self._allow_hosts = _normalise_allow_list(allow_hosts)
         self._resolver = resolver
-        self._options = transport_options
-        self._pools: OrderedDict[tuple[str, str], httpx.AsyncHTTPTransport] = OrderedDict()
+        self._pools = _PoolCache(lambda: httpx.AsyncHTTPTransport(**transport_options))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         import anyio.to_thread
@@ -216,22 +233,12 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         raise last_error
 
     def _pool(self, host: str, address: str) -> httpx.AsyncHTTPTransport:
-        key = (host, address)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = httpx.AsyncHTTPTransport(**self._options)
-            self._pools[key] = pool
-            if len(self._pools) > _MAX_POOLS:
-                # Closing an async pool needs an await; an evicted idle pool is just dropped and
-                # its sockets close when collected.
-                self._pools.popitem(last=False)
-        else:
-            self._pools.move_to_end(key)
-        return pool
+        # closing an async pool needs an await: an evicted idle pool is just dropped, and its
+        # sockets close when it is collected
+        return self._pools.get(host, address)[0]
 
     async def aclose(self) -> None:
-        while self._pools:
-            _, pool = self._pools.popitem()
+        for pool in self._pools.drain():
             await pool.aclose()
 
 
