@@ -535,6 +535,22 @@ class Still:
     reason: str  # "capture" | "noLoop" | "budget"
 
 
+@contextmanager
+def _p5_page(code: str, *, env: PageEnv, resolve_url: ResolveUrl, timeout_s: float,
+             viewport: tuple[int, int]) -> Iterator[_Render]:
+    """A loaded page running the sketch, its load errors raised."""
+    with _render(
+        env=env,
+        documents=_p5_documents(code),
+        resolve_url=resolve_url,
+        timeout_s=timeout_s,
+        viewport=viewport,
+    ) as render:
+        render.page.goto(PAGE_URL, wait_until="load", timeout=render.remaining_ms())
+        render.raise_if_failed()
+        yield render
+
+
 def render_p5_still(
     code: str,
     *,
@@ -549,15 +565,8 @@ def render_p5_still(
     The saved frame is the one in which the sketch called `capture()`; else the frame after
     which `noLoop()` took effect (or setup's canvas, with no draw()); else frame `frame_budget`.
     """
-    with _render(
-        env=env,
-        documents=_p5_documents(code),
-        resolve_url=resolve_url,
-        timeout_s=timeout_s,
-        viewport=viewport,
-    ) as render:
-        render.page.goto(PAGE_URL, wait_until="load", timeout=render.remaining_ms())
-        render.raise_if_failed()
+    with _p5_page(code, env=env, resolve_url=resolve_url, timeout_s=timeout_s,
+                  viewport=viewport) as render:
         result = render.call(
             "o => window.__emprops.p5Still(o)",
             {"dt": STILL_FRAME_MS, "frameBudget": frame_budget, "pollMs": 10, "noSketchMs": 1000},
@@ -600,15 +609,8 @@ def render_p5_frames(
     `on_frames` receives the frames in order, a batch at a time; `should_stop` is polled between
     batches and ends the render early (without error) when it returns True.
     """
-    with _render(
-        env=env,
-        documents=_p5_documents(code),
-        resolve_url=resolve_url,
-        timeout_s=timeout_s,
-        viewport=viewport,
-    ) as render:
-        render.page.goto(PAGE_URL, wait_until="load", timeout=render.remaining_ms())
-        render.raise_if_failed()
+    with _p5_page(code, env=env, resolve_url=resolve_url, timeout_s=timeout_s,
+                  viewport=viewport) as render:
         done = 0
         while done < frame_count and not should_stop():
             count = min(batch_size, frame_count - done)
