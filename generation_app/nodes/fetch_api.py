@@ -243,16 +243,7 @@ class FetchApiNode(Node):
         if isinstance(value, str) and value.strip().lower().startswith(("http://", "https://")):
             url = value.strip()
             ctx.report_progress(0.9)
-            # No API headers on the download: the output may live on another host (a CDN).
-            response = http.send(
-                "GET",
-                url,
-                headers={},
-                body=None,
-                success=ANY_2XX,
-                what="output download",
-                limit=MAX_OUTPUT_BYTES,
-            )
+            response = http.download(url, what="output download")
             mime = response.mime_type
             if mime in _GENERIC_MIME_TYPES:
                 mime = (
@@ -320,6 +311,11 @@ class Upstream:
 
     def __exit__(self, *exc: object) -> None:
         self.client.close()
+
+    def download(self, url: str, *, what: str) -> UpstreamResponse:
+        """GET an output file, without the API's headers: it may live on another host (a CDN)."""
+        return self.send("GET", url, headers={}, body=None, success=ANY_2XX, what=what,
+                         limit=MAX_OUTPUT_BYTES)
 
     def send(
         self,

@@ -25,7 +25,7 @@ import httpx
 
 from generation_app.nodes.base import NodeError, RunContext
 from generation_app.nodes.direct_job import HandlerResult
-from generation_app.nodes.fetch_api import ANY_2XX, MAX_OUTPUT_BYTES, Upstream, redact
+from generation_app.nodes.fetch_api import Upstream, redact
 
 __all__ = ["HandlerResult", "image_handler", "text_handler"]
 
@@ -226,15 +226,7 @@ def _download(url: str, endpoint: Endpoint, ctx: RunContext) -> tuple[bytes, str
         secrets=[endpoint.api_key] if endpoint.api_key else [],
         timeout=endpoint.timeout,
     ) as http:
-        response = http.send(
-            "GET",
-            url,
-            headers={},
-            body=None,
-            success=ANY_2XX,
-            what="image download",
-            limit=MAX_OUTPUT_BYTES,
-        )
+        response = http.download(url, what="image download")
     return response.content, response.mime_type
 
 
