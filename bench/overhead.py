@@ -51,8 +51,21 @@ GENERATION_INPUT = {
     "generations": {"hashes": [], "generations": 1, "use_custom_hashes": False},
     "variables": [],
 }
-README_BEGIN = "<!-- overhead:begin -->"
-README_END = "<!-- overhead:end -->"
+# `--ref plain|filter`: step 2 also takes step 1's output through a `$ref`, a plain path (the
+# in-process fast path) or a jq filter (the time- and memory-limited helper process).
+REF_PATHS = {"plain": ".data", "filter": ".data | ascii_upcase"}
+
+
+def generation_input(ref: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(GENERATION_INPUT))
+    if ref:
+        data["steps"][1]["nodePayload"]["extra"] = {"$ref": 1, "path": REF_PATHS[ref]}
+    return data
+
+
+def _markers(result: dict[str, Any]) -> tuple[str, str]:
+    name = "overhead" + (f"-ref-{result['config']['ref']}" if result["config"].get("ref") else "")
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
 class Worker:
@@ -116,13 +129,14 @@ def wait_until(count: Any, n: int, timeout: float, what: str) -> float:
     raise RuntimeError(f"{what}: only {count()} of {n} finished within {timeout} s")
 
 
-def platform_round(*, user: Any, n: int, tag: str, timeout: float) -> dict[str, Any]:
+def platform_round(*, user: Any, n: int, tag: str, timeout: float,
+                   data: dict[str, Any] = GENERATION_INPUT) -> dict[str, Any]:
     from generation_app.services.requests import job_create_from_input, job_input_prepare
     from jobs_app.models import Job, JobEvent, JobHistory
 
     t0 = time.perf_counter()
     ids = [job_create_from_input(user=user, collection_id=None,
-                                 job_input=job_input_prepare(user=user, data=GENERATION_INPUT),
+                                 job_input=job_input_prepare(user=user, data=data),
                                  name=f"bench {tag} {i}").id for i in range(n)]
     submitted = time.perf_counter()
     done = wait_until(lambda: Job.objects.filter(id__in=ids, status__in=Job.FINISHED).count(),
@@ -184,7 +198,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     worker.start(timeout=args.timeout)
     try:
         warm = max(2, args.concurrency * 2)
-        warm_platform = platform_round(user=user, n=warm, tag="warm-p", timeout=args.timeout)
+        data = generation_input(args.ref)
+        warm_platform = platform_round(user=user, n=warm, tag="warm-p", timeout=args.timeout,
+                                       data=data)
         per_job_history = warm_platform["history_rows"] // warm
         per_job_events = warm_platform["event_rows"] // warm
         baseline_round(user=user, n=warm, history_rows=per_job_history,
@@ -193,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.rounds):
             def do_platform(i: int = i) -> None:
                 platform_rounds.append(platform_round(user=user, n=args.jobs, tag=f"p{i}",
-                                                      timeout=args.timeout))
+                                                      timeout=args.timeout, data=data))
 
             def do_baseline(i: int = i) -> None:
                 baseline_rounds.append(baseline_round(
@@ -211,10 +227,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "overhead",
         "config": {"jobs": args.jobs, "concurrency": args.concurrency, "rounds": args.rounds,
-                   "job": "1 generation x 2 prompt steps (inline)",
+                   "job": "1 generation x 2 prompt steps (inline)"
+                          + (f", step 2 with a $ref path {REF_PATHS[args.ref]!r}" if args.ref else ""),
                    "rows_per_job": {"history": per_job_history, "events": per_job_events},
                    "max_running_generations_per_user": settings.MAX_RUNNING_GENERATIONS_PER_USER,
-                   "cpus": os.cpu_count(), "python": platform.python_version(),
+                   "ref": args.ref, "cpus": os.cpu_count(), "python": platform.python_version(),
                    "machine": platform.machine(), "git": _git_rev()},
         "platform": platform_summary,
         "baseline": baseline_summary,
@@ -231,8 +248,10 @@ def _git_rev() -> str:
 
 def readme_block(result: dict[str, Any]) -> str:
     c, p, b = result["config"], result["platform"], result["baseline"]
+    begin, end = _markers(result)
     return "\n".join([
-        README_BEGIN,
+        begin,
+        f"Job: {c['job']}.",
         f"Last run: {time.strftime('%Y-%m-%d')}, commit {c['git']}, {c['cpus']} CPUs, "
         f"Python {c['python']}, worker concurrency {c['concurrency']}, {c['jobs']} jobs a round, "
         f"median of {c['rounds']} rounds (rows per job: {c['rows_per_job']['history']} history, "
@@ -250,7 +269,7 @@ def readme_block(result: dict[str, Any]) -> str:
         f"{statistics.median(r['job_latency_s']['p50'] for r in p['rounds'])} s; submitting "
         f"{c['jobs']} jobs took a median "
         f"{statistics.median(r['submit_s'] for r in p['rounds'])} s of the platform's wall time.",
-        README_END,
+        end,
     ])
 
 
@@ -258,7 +277,8 @@ def write_readme(path: Path, result: dict[str, Any]) -> None:
     """Replace this benchmark's figures between its markers (the rest of the file is kept)."""
     text = path.read_text() if path.exists() else ""
     block = readme_block(result)
-    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+    begin, end = _markers(result)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _m: block, text)
     else:
@@ -272,6 +292,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300, help="bound on every wait (s)")
+    parser.add_argument("--ref", choices=sorted(REF_PATHS), help="add a $ref to step 2")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--readme", type=Path, help="update the figures in this README")
     args = parser.parse_args()

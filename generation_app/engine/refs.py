@@ -1,18 +1,17 @@
 """`$ref` payload values: `{"$ref": <step id>, "path": "<jq filter>"}` (SPEC section 3).
 
 A reference takes the jq filter's first result over the referenced step's output in the same
-generation (usually `".src"`).
+generation (usually `".src"`). Filters run through emprops/jqbox.py: plain paths in-process,
+anything else in a helper process with time and memory limits.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
-import jq  # type: ignore[import-not-found,unused-ignore]  # a C extension without stubs
-
 from collections_app.generation_input import is_ref, ref_target, refs_of
+from emprops import jqbox
 
 __all__ = ["RefError", "is_ref", "ref_target", "refs_of", "resolve_payload"]
 
@@ -23,12 +22,6 @@ class RefError(Exception):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(f"Reference in {key!r}: {message}")
-
-
-@functools.lru_cache(maxsize=1024)
-def _compiled(path: str) -> Any:
-    """A compiled jq program; compiling is far slower than running, and paths repeat a lot."""
-    return jq.compile(path)
 
 
 def resolve_payload(
@@ -56,19 +49,12 @@ def _resolve(key: str, ref: Mapping[str, Any], outputs: Mapping[int, Mapping[str
     if target not in outputs:
         raise RefError(key, f"step {target} has no output.")
     try:
-        program = _compiled(path)
-    except ValueError as exc:
-        raise RefError(key, f"invalid jq path {path!r}: {_first_line(exc)}") from None
-    try:
-        return program.input_value(outputs[target]).first()
-    except StopIteration:
+        return jqbox.first(path, outputs[target])
+    except jqbox.JqProgramError as exc:
+        raise RefError(key, f"invalid jq path {path!r}: {exc}") from None
+    except jqbox.JqEmpty:
         raise RefError(key, f"jq path {path!r} gave no value for step {target}'s output.") from None
-    except ValueError as exc:
-        raise RefError(
-            key, f"jq path {path!r} failed on step {target}'s output: {_first_line(exc)}"
-        ) from None
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0].removeprefix("jq: error: ") if lines else type(exc).__name__
+    except jqbox.JqLimitError as exc:
+        raise RefError(key, f"jq path {path!r} {exc}.") from None
+    except jqbox.JqError as exc:
+        raise RefError(key, f"jq path {path!r} failed on step {target}'s output: {exc}") from None

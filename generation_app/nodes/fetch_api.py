@@ -25,7 +25,6 @@ timeouts, 429 and 5xx) are retryable; other answers fail the step at once.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import mimetypes
 import os
@@ -38,9 +37,8 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-import jq  # type: ignore[import-not-found,unused-ignore]  # a C extension without stubs
 
-from emprops import sandbox
+from emprops import jqbox, sandbox
 from emprops.netguard import Resolver, UnsafeURL, safe_client
 from generation_app.nodes.base import Node, NodeError, NodeOutput, RunContext, StoredFile
 
@@ -522,16 +520,20 @@ def jq_first(expression: str, data: Any, *, what: str) -> Any:
     """The first result of a staff jq expression over `data` (None when there is none)."""
     if not expression.strip():
         raise NodeError(f"The workflow's {what} has no jq expression")
-    program = _compiled(expression, what)
     try:
-        return program.input_value(data).first()
-    except StopIteration:
+        return jqbox.first(expression, data)
+    except jqbox.JqEmpty:
         return None
-    except ValueError as exc:
-        raise NodeError(
-            f"The workflow's {what} ({expression}) failed: {_first_line(exc)}",
-            failure_type="UPSTREAM_ERROR",
-        ) from None
+    except jqbox.JqProgramError as exc:
+        raise NodeError(f"The workflow's {what} is not valid jq ({expression}): {exc}") from None
+    except jqbox.JqLimitError as exc:
+        raise NodeError(f"The workflow's {what} ({expression}) {exc}",
+                        failure_type="VALIDATION_ERROR") from None
+    except jqbox.JqUnavailable as exc:
+        raise NodeError(str(exc), retryable=True) from None
+    except jqbox.JqError as exc:
+        raise NodeError(f"The workflow's {what} ({expression}) failed: {exc}",
+                        failure_type="UPSTREAM_ERROR") from None
 
 
 def safe_filename(name: str) -> str:
@@ -551,41 +553,25 @@ def extension_for(mime: str, url: str) -> str:
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=512)
-def _compiled_cached(expression: str) -> Any:
-    return jq.compile(expression)
-
-
-def _compiled(expression: str, what: str) -> Any:
-    try:
-        return _compiled_cached(expression)
-    except ValueError as exc:
-        raise NodeError(
-            f"The workflow's {what} is not valid jq ({expression}): {_first_line(exc)}"
-        ) from None
-
-
 def _assign(path: str, document: Any, value: Any) -> Any:
     # The value travels as a jq variable, never as program text.
     try:
-        program = jq.compile(f"{path} = $value", args={"value": value})
-    except ValueError as exc:
-        raise NodeError(
-            f"The workflow input path {path} is not a jq path: {_first_line(exc)}"
-        ) from None
-    try:
-        return program.input_value(document).first()
-    except (StopIteration, ValueError) as exc:
-        raise NodeError(
-            f"The workflow input path {path} cannot be assigned: "
-            f"{_first_line(exc) if isinstance(exc, ValueError) else 'no result'}"
-        ) from None
+        return jqbox.first(f"{path} = $value", document, args={"value": value})
+    except jqbox.JqProgramError as exc:
+        raise NodeError(f"The workflow input path {path} is not a jq path: {exc}") from None
+    except jqbox.JqUnavailable as exc:
+        raise NodeError(str(exc), retryable=True) from None
+    except jqbox.JqError as exc:
+        reason = "no result" if isinstance(exc, jqbox.JqEmpty) else str(exc)
+        raise NodeError(f"The workflow input path {path} cannot be assigned: {reason}") from None
 
 
 def _first_or_none(path: str, document: Any) -> Any:
     try:
-        return _compiled_cached(path).input_value(document).first()
-    except (StopIteration, ValueError):
+        return jqbox.first(path, document)
+    except jqbox.JqUnavailable as exc:
+        raise NodeError(str(exc), retryable=True) from None
+    except jqbox.JqError:
         return None
 
 
@@ -643,8 +629,3 @@ def _missing(value: Any) -> bool:
 
 def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0].removeprefix("jq: error: ") if lines else type(exc).__name__

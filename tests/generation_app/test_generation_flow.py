@@ -121,6 +121,37 @@ def test_a_failing_step_fails_its_generation_and_refunds_its_hold(api_for, alice
     assert me["held"] == "0"
 
 
+@pytest.mark.worker
+@pytest.mark.timeout(120)
+def test_a_runaway_jq_path_fails_its_step_once_and_leaves_the_worker_free(api_for, alice, worker):
+    client = api_for(alice)
+    first = {"id": 1, "nodeName": "prompt", "nodePayload": {"prompt": "a cat"}}
+    runaway = _collection(client, steps=[first, {
+        "id": 2, "nodeName": "prompt", "alias": "Runaway",
+        "nodePayload": {"prompt": "x", "extra": {"$ref": 1, "path": "def f: f; f"}}}])
+    fine = _collection(client, steps=[first, {
+        "id": 2, "nodeName": "prompt",
+        "nodePayload": {"prompt": "y", "extra": {"$ref": 1, "path": ".data"}}}])
+
+    stuck_id = client.post(f"/api/collections/{runaway['id']}/generations", {"count": 2},
+                           format="json").json()["data"]["jobId"]
+    ok_id = client.post(f"/api/collections/{fine['id']}/generations", {"count": 1},
+                        format="json").json()["data"]["jobId"]
+
+    stuck = wait_for(lambda: Job.objects.filter(pk=stuck_id, status__in=Job.FINISHED).first(), 60)
+    ok = wait_for(lambda: Job.objects.filter(pk=ok_id, status__in=Job.FINISHED).first(), 60)
+    assert ok.status == "completed", (ok.error_message, worker.output()[-3000:])
+    assert stuck.status == "failed"
+    assert "time limit" in stuck.error_message
+    failed = JobHistory.objects.filter(job_id=stuck_id, status="failed")
+    assert failed.count() == 2
+    assert {f.data["failure_type"] for f in failed} == {"VALIDATION_ERROR"}
+    assert {f.data["retryable"] for f in failed} == {False}
+    runs = NodeRun.objects.filter(job_id=stuck_id, alias="Runaway")
+    assert sorted(r.attempt for r in runs) == [1, 1]
+    assert CreditsHold.objects.get(job_id=stuck_id).status in ("released", "settled")
+
+
 @pytest.mark.django_db
 def test_unknown_variable_and_count_over_limit_are_400_before_any_job(api_for, alice):
     client = api_for(alice)

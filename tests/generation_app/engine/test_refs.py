@@ -2,7 +2,6 @@
 
 import pytest
 
-from generation_app.engine import refs
 from generation_app.engine.refs import RefError, is_ref, refs_of, resolve_payload
 
 OUTPUTS = {
@@ -109,11 +108,12 @@ def test_malformed_refs_are_errors(ref, message):
         resolve_payload({"x": ref}, OUTPUTS)
 
 
-def test_compiled_programs_are_cached():
-    refs._compiled.cache_clear()
+@pytest.mark.parametrize("path", ["last(range(100000000))", "def f: f; f"])
+def test_a_runaway_jq_path_fails_the_reference_instead_of_hanging(path, monkeypatch):
+    from emprops import jqbox
 
-    for _ in range(5):
-        resolve_payload({"x": {"$ref": 1000001, "path": ".mimeType"}}, OUTPUTS)
+    monkeypatch.setattr(jqbox, "TIMEOUT_S", 0.3)
+    monkeypatch.setattr(jqbox.first, "__kwdefaults__", {"args": None, "timeout_s": 0.3})
 
-    info = refs._compiled.cache_info()
-    assert (info.misses, info.hits) == (1, 4)
+    with pytest.raises(RefError, match="time limit"):
+        resolve_payload({"x": {"$ref": 1000001, "path": path}}, OUTPUTS)
