@@ -57,7 +57,9 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
     flower_port = int(os.environ.get("FLOWER_PORT", "5555"))
-    env = {**env, "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or f"http://{host}:{port}"}
+    content_port = int(os.environ.get("USER_CONTENT_PORT", str(port + 1)))
+    env = {**env, "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or f"http://{host}:{port}",
+           "USER_CONTENT_ORIGIN": env.get("USER_CONTENT_ORIGIN") or f"http://{host}:{content_port}"}
     os.environ.update(env)
 
     _manage(env, "migrate", "--noinput")
@@ -69,6 +71,11 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
                             "--port", str(port), "--timeout-graceful-shutdown", "2",
                             "--no-server-header", "--log-level", "warning"], cwd=ROOT,
                            env={**env, "DB_POOL": os.environ.get("DB_POOL", "1")})
+    # outputs are served from their own origin, which holds no admin or gallery session
+    content = sup.spawn("content", [PY, "-m", "uvicorn", "emprops.usercontent:application",
+                                    "--host", host, "--port", str(content_port),
+                                    "--no-server-header", "--log-level", "warning"],
+                        cwd=ROOT, env=env)
     quiet = {**env, "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING"),
              # `make run` runs as root on a fresh machine; Celery's banner about it is noise here
              "PYTHONWARNINGS": "ignore:You're running the worker with superuser privileges"}
@@ -81,10 +88,12 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
                          f"--address={host}", f"--basic-auth=admin:{demo['admin_password']}",
                          "--logging=error"], cwd=ROOT, env={**env, "LOG_LEVEL": "ERROR"})
     _wait_http(port, host, web)
+    _wait_http(content_port, host, content)
     print(f"API: http://{host}:{port}/api")
     print(f"Docs: http://{host}:{port}/api/docs")
     print(f"Admin: http://{host}:{port}/admin (user admin, password in var/admin-password)")
     print(f"Flower: http://{host}:{flower_port} (user admin, same password)")
+    print(f"Outputs: {env['USER_CONTENT_ORIGIN']}/media/ (user content, its own origin)")
     print(f"API key: {demo['api_key']}")
     print(f"Staff key: {demo['staff_key']}", flush=True)
     while not stopping():

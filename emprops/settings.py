@@ -153,6 +153,9 @@ AWS_S3_REGION_NAME = os.environ.get("AWS_S3_REGION_NAME")
 AWS_QUERYSTRING_AUTH = _env_bool("AWS_QUERYSTRING_AUTH", False)
 CDN_URL = os.environ.get("CDN_URL", "")
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")
+# Where local outputs are served from: an origin that holds no sessions (emprops/usercontent.py;
+# `make run` serves it on PORT + 1). Empty: /media/ on this origin, sandboxed and without scripts.
+USER_CONTENT_ORIGIN = os.environ.get("USER_CONTENT_ORIGIN", "").rstrip("/")
 
 # ---- Redis: broker, cache (throttling), events -------------------------------------------------
 REDIS_DB_OFFSET = int(os.environ.get("REDIS_DB_OFFSET", "0"))

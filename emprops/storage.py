@@ -10,12 +10,17 @@ from django.core.files.storage import default_storage
 
 
 def public_url(key: str) -> str:
-    """`CDN_URL + key` when a CDN base is set, else the storage's own URL."""
+    """`CDN_URL + key` when a CDN base is set, else the storage's own URL.
+
+    Local files are served from the user-content origin when one is set, never next to admin.
+    """
     if settings.CDN_URL:
         return settings.CDN_URL.rstrip("/") + "/" + key.lstrip("/")
     url = default_storage.url(key)
-    if url.startswith("/") and settings.PUBLIC_BASE_URL:
-        return settings.PUBLIC_BASE_URL.rstrip("/") + url
+    if url.startswith("/"):
+        base = settings.USER_CONTENT_ORIGIN or settings.PUBLIC_BASE_URL
+        if base:
+            return base.rstrip("/") + url
     return url
 
 
@@ -45,8 +50,10 @@ def key_for_url(url: str) -> str | None:
         prefixes.append(settings.CDN_URL.rstrip("/") + "/")
     base = _storage_url_base()
     prefixes.append(base)
-    if base.startswith("/") and settings.PUBLIC_BASE_URL:
-        prefixes.append(settings.PUBLIC_BASE_URL.rstrip("/") + base)
+    if base.startswith("/"):
+        for origin in (settings.USER_CONTENT_ORIGIN, settings.PUBLIC_BASE_URL):
+            if origin:
+                prefixes.append(origin.rstrip("/") + base)
     for prefix in prefixes:
         if prefix and url.startswith(prefix):
             return unquote(url[len(prefix) :].split("?", 1)[0])

@@ -1,11 +1,10 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path, re_path
-from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from collections_app.api.staff_views import StaffCollectionListView
 from emprops.api import api_not_found
+from emprops.media import media
 
 api_patterns: list[URLPattern | URLResolver] = [
     path("", include("emprops.accounts.api.urls")),
@@ -26,8 +25,8 @@ urlpatterns = [
     path("api/staff/<str:staff_key>/", include("workflows_app.api.staff_urls")),
     path("api/", include(api_patterns)),
     re_path(r"^api$", api_not_found),
-    # local file storage is served by the platform (S3/CDN serve themselves)
-    re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
+    # local files: a redirect to the user-content origin (emprops/media.py); S3/CDN serve themselves
+    re_path(r"^media/(?P<path>.*)$", media),
 ]
 
 handler400 = "emprops.api.bad_request"

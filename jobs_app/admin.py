@@ -54,8 +54,14 @@ def _safe_url(url: Any) -> str | None:
     return None
 
 
+# Active documents: shown only in a sandboxed frame (scripts run, in an opaque origin).
+_DOCUMENT_TYPES = ("text/html", "application/xhtml+xml", "image/svg+xml")
+
+
 def _output_kind(mime: str | None) -> str:
     mime = (mime or "").lower()
+    if mime in _DOCUMENT_TYPES:
+        return "document"
     if mime.startswith("image/"):
         return "image"
     if mime == "video/mp4":
