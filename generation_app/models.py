@@ -189,3 +189,22 @@ class Template(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class WorkflowSnapshot(models.Model):
+    """A workflow as a job planned it, stored once per content (sha256 of its canonical JSON).
+
+    Node runs name their snapshot by digest, so editing or deleting the workflow never changes a
+    job already planned; servers are named, not addressed, and resolved when a node runs.
+    """
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    name = models.CharField(max_length=200)
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "workflow_snapshot"
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.digest[:12]}"

@@ -103,7 +103,14 @@ class NodeRun(models.Model):
     step_id = models.BigIntegerField()
     node_name = models.CharField(max_length=200)
     alias = models.CharField(max_length=300, null=True, blank=True)
+    # The frozen plan, written when the job is planned: the steps this run waits on, its queue,
+    # whether it runs inside the engine task that releases it, and the content address of the
+    # workflow snapshot it runs (generation_app's WorkflowSnapshot). Nothing re-reads live
+    # workflows to decide what runs next.
     queue = models.CharField(max_length=100, default="engine")
+    depends_on = models.JSONField(default=list, blank=True)
+    inline = models.BooleanField(default=False)
+    workflow_digest = models.CharField(max_length=64, null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.BLOCKED)
     attempt = models.IntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)

@@ -31,6 +31,11 @@ def workflow_list(*, include_hidden: bool = False) -> QuerySet[Workflow]:
     return qs if include_hidden else qs.filter(display=True)
 
 
+def server_url_by_name(*, name: str) -> str | None:
+    """The current URL of the named ComfyUI server (None when staff removed it)."""
+    return Server.objects.filter(name=name).values_list("url", flat=True).first()
+
+
 def workflows_by_name(*, names: Iterable[str]) -> dict[str, Workflow]:
     names = set(names)
     if not names:

@@ -13,8 +13,6 @@ import hashlib
 import logging
 import mimetypes
 import threading
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -29,14 +27,14 @@ from emprops import storage
 from emprops.accounts import services as accounts
 from generation_app.engine import richtext
 from generation_app.engine.refs import RefError, resolve_payload
+from generation_app.models import WorkflowSnapshot
 from generation_app.nodes.base import NodeError, NodeOutput, RunContext
-from generation_app.nodes.registry import VARIABLES_STEP_ID, node_class, runs_inline
+from generation_app.nodes.registry import VARIABLES_STEP_ID, node_class
 from generation_app.services import webhooks
-from generation_app.services.steps import step_deps, workflow_snapshot
+from generation_app.services.steps import workflow_snapshot_load
 from jobs_app import services as jobs
 from jobs_app.models import Generation, Job, NodeRun
 from workflows_app.models import UserApiSecret
-from workflows_app.selectors import workflows_by_name
 
 logger = logging.getLogger(__name__)
 
@@ -45,35 +43,16 @@ Announce = tuple[int, str, int]  # (node run id, queue, priority)
 
 
 class Ready(NamedTuple):
-    """A run `_queue_ready` released, with its step so the caller need not look it up."""
+    """A run `_queue_ready` released, with its frozen plan so the caller need not look it up."""
 
     run_id: int
     queue: str
     priority: int
     step_id: int
+    inline: bool
 
     def announce(self) -> Announce:
         return self.run_id, self.queue, self.priority
-
-
-# ---- the graph of a job ------------------------------------------------------------------------
-
-_deps_cache: OrderedDict[uuid.UUID, dict[int, set[int]]] = OrderedDict()
-
-
-def job_deps(job: Job) -> dict[int, set[int]]:
-    """Step dependencies of a job's (immutable) input, cached per process."""
-    cached = _deps_cache.get(job.id)
-    if cached is not None:
-        return cached
-    steps = [s for s in (job.input or {}).get("steps") or []
-             if isinstance(s, dict) and s.get("id") != VARIABLES_STEP_ID]
-    workflows = workflows_by_name(names={str(s.get("nodeName")) for s in steps})
-    deps = step_deps(steps, workflows)
-    _deps_cache[job.id] = deps
-    if len(_deps_cache) > 256:
-        _deps_cache.popitem(last=False)
-    return deps
 
 
 def _step(job: Job, step_id: int) -> dict[str, Any]:
@@ -99,18 +78,19 @@ def _announce_on_commit(items: list[Announce]) -> None:
 
 
 def _queue_ready(job: Job, gid: int) -> list[Ready]:
-    """Mark the generation's blocked runs whose dependencies are done as queued."""
-    runs = list(NodeRun.objects.filter(job=job, gid=gid).values("id", "step_id", "status", "queue"))
+    """Mark the generation's blocked runs whose dependencies (frozen in the plan) are done as
+    queued."""
+    runs = list(NodeRun.objects.filter(job=job, gid=gid).values(
+        "id", "step_id", "status", "queue", "inline", "depends_on"))
     done = {r["step_id"] for r in runs if r["status"] in DONE}
-    deps = job_deps(job)
     ready = [r for r in runs if r["status"] == NodeRun.Status.BLOCKED
-             and all(d in done or d == VARIABLES_STEP_ID for d in deps.get(r["step_id"], ()))]
+             and all(d in done or d == VARIABLES_STEP_ID for d in r["depends_on"] or ())]
     if not ready:
         return []
     now = timezone.now()
     NodeRun.objects.filter(id__in=[r["id"] for r in ready], status=NodeRun.Status.BLOCKED).update(
         status=NodeRun.Status.QUEUED, queued_at=now, announced_at=now)
-    return [Ready(r["id"], r["queue"], job.priority, r["step_id"]) for r in ready]
+    return [Ready(r["id"], r["queue"], job.priority, r["step_id"], r["inline"]) for r in ready]
 
 
 def _user_lock(user_id: Any) -> None:
@@ -289,16 +269,15 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
     outputs = _outputs_so_far(job, run.gid, gen.variables)
     try:
         step = _step(job, run.step_id)
-        workflow = workflow_snapshot(
-            workflows_by_name(names=[run.node_name]).get(run.node_name))
+        workflow = workflow_snapshot_load(digest=run.workflow_digest)
         payload = resolve_step_payload(step=step, workflow=workflow, outputs=outputs,
                                        variables=gen.variables, seed=gen.seed)
         node = node_class(run.node_name, workflow["type"] if workflow else None)()
     except RefError as exc:
         return node_run_fail(run=run, error=NodeError(str(exc), failure_type="VALIDATION_ERROR"))
-    except KeyError:
+    except (KeyError, WorkflowSnapshot.DoesNotExist):
         return node_run_fail(run=run, error=NodeError(
-            f"Unknown node '{run.node_name}' (its workflow was deleted?)",
+            f"Unknown node '{run.node_name}' (no workflow was planned for it)",
             failure_type="VALIDATION_ERROR"))
     except Exception as exc:  # preparing the step must fail the step, not look like a lost worker
         logger.exception("preparing node %s of job %s failed", run.node_name, job.id)
@@ -434,10 +413,7 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
         if not remaining:
             _generation_completed(job=locked, gen=gen)
         _update_progress(locked)
-        for item in ready:
-            step = _step(locked, item.step_id)
-            if item.queue == "engine" and runs_inline(step["nodeName"], step.get("nodePayload") or {}):
-                inline.append(item.run_id)
+        inline = [item.run_id for item in ready if item.inline]
         _announce_on_commit([r.announce() for r in ready if r.run_id not in inline])
     return inline
 

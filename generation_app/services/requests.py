@@ -21,10 +21,14 @@ from emprops.accounts import services as accounts
 from emprops.errors import ValidationFailed
 from generation_app.engine.prng import generation_seed
 from generation_app.engine.variables import pick_variables
-from generation_app.nodes.registry import queue_for
 from generation_app.services import execution
 from generation_app.services.quote import quote_steps
-from generation_app.services.steps import StepPlan, plan_steps, workflow_snapshot
+from generation_app.services.steps import (
+    StepPlan,
+    node_run_plan,
+    plan_steps,
+    workflow_snapshots_store,
+)
 from jobs_app import services as jobs
 from jobs_app.models import Generation, Job, NodeRun
 
@@ -224,14 +228,14 @@ def _create_work(*, job: Job, data: Mapping[str, Any], plan: StepPlan, hashes: l
                                       position=0))
     Generation.objects.bulk_create(generations)
     runs = []
+    digests = workflow_snapshots_store(plan.workflows)
+    frozen = [node_run_plan(step, plan) for step in plan.steps]
     for gid in range(len(hashes)):
-        for step in plan.steps:
-            wf = plan.workflows.get(step["nodeName"])
+        for step, (queue, inline, depends_on) in zip(plan.steps, frozen, strict=True):
             runs.append(NodeRun(
                 job=job, gid=gid, step_id=step["id"], node_name=step["nodeName"],
-                alias=step.get("alias") or None,
-                queue=queue_for(step["nodeName"], step.get("nodePayload") or {},
-                                workflow_snapshot(wf)),
+                alias=step.get("alias") or None, queue=queue, inline=inline,
+                depends_on=depends_on, workflow_digest=digests.get(step["nodeName"]),
                 status=NodeRun.Status.BLOCKED,
             ))
         for step in plan.skipped:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -9,10 +11,17 @@ from typing import Any
 from collections_app.generation_input import COMPONENT_READERS
 from emprops.errors import GraphError, Unprocessable
 from generation_app.engine.dag import build_dag, find_cycle
-from generation_app.nodes.registry import BUILTIN_NODES, VARIABLES_NODE, VARIABLES_STEP_ID
+from generation_app.models import WorkflowSnapshot
+from generation_app.nodes.registry import (
+    BUILTIN_NODES,
+    VARIABLES_NODE,
+    VARIABLES_STEP_ID,
+    queue_for,
+    runs_inline,
+)
 from workflows_app.forms import prompt_fields
 from workflows_app.models import Workflow
-from workflows_app.selectors import workflows_by_name
+from workflows_app.selectors import server_url_by_name, workflows_by_name
 
 
 @dataclass(frozen=True)
@@ -24,14 +33,46 @@ class StepPlan:
 
 
 def workflow_snapshot(workflow: Workflow | None) -> dict[str, Any] | None:
-    """The workflow fields a node needs, as plain data (nodes never see ORM rows)."""
+    """The workflow fields a node needs, as plain data (nodes never see ORM rows).
+
+    The ComfyUI server is named, not addressed: its URL is looked up when the node runs, so
+    staff can move a server while jobs wait.
+    """
     if workflow is None:
         return None
     return {
         "id": str(workflow.id), "name": workflow.name, "type": workflow.type,
         "data": workflow.data or {}, "output_mime_type": workflow.output_mime_type,
-        "server_url": workflow.server.url if workflow.server_id else None,
+        "server": workflow.server.name if workflow.server_id else None,
     }
+
+
+def snapshot_digest(snapshot: Mapping[str, Any]) -> str:
+    """The content address of a workflow snapshot: sha256 of its canonical JSON."""
+    text = json.dumps(snapshot, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def workflow_snapshots_store(workflows: Mapping[str, Workflow]) -> dict[str, str]:
+    """Store a snapshot of each workflow once per content; `{name: digest}`."""
+    rows = {}
+    for name, wf in workflows.items():
+        snapshot = workflow_snapshot(wf)
+        assert snapshot is not None
+        rows[name] = WorkflowSnapshot(digest=snapshot_digest(snapshot), name=name, data=snapshot)
+    if rows:
+        WorkflowSnapshot.objects.bulk_create(rows.values(), ignore_conflicts=True)
+    return {name: row.digest for name, row in rows.items()}
+
+
+def workflow_snapshot_load(*, digest: str | None) -> dict[str, Any] | None:
+    """A stored snapshot with its server's current URL (`server_url`), or None for built-ins."""
+    if not digest:
+        return None
+    snapshot = dict(WorkflowSnapshot.objects.get(pk=digest).data)
+    server = snapshot.get("server")
+    snapshot["server_url"] = server_url_by_name(name=server) if server else None
+    return snapshot
 
 
 def prompt_keys_for(workflows: Mapping[str, Workflow]) -> Any:
@@ -93,6 +134,15 @@ def plan_steps(data: Mapping[str, Any]) -> StepPlan:
     if cycle:
         raise GraphError(f"The steps form a cycle: {cycle}.", details={"steps": [f"Cycle {cycle}."]})
     return StepPlan(steps=runnable, skipped=skipped, deps=deps, workflows=workflows)
+
+
+def node_run_plan(step: Mapping[str, Any], plan: StepPlan) -> tuple[str, bool, list[int]]:
+    """A step's frozen plan: its queue, whether it runs inline, the step ids it waits on."""
+    payload = step.get("nodePayload") or {}
+    name = str(step["nodeName"])
+    queue = queue_for(name, payload, workflow_snapshot(plan.workflows.get(name)))
+    inline = queue == "engine" and runs_inline(name, payload)
+    return queue, inline, sorted(plan.deps.get(step["id"], ()))
 
 
 def names_of(steps: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -274,3 +274,25 @@ def test_a_users_secret_reaches_the_api_and_nothing_else(
     ]
     assert not [text for text in recorded if secret in text]
     assert "[redacted]" in echo.error_message
+
+
+@pytest.mark.worker
+@pytest.mark.timeout(120)
+def test_editing_and_deleting_the_workflow_mid_run_does_not_change_the_running_job(
+        api_for, alice, api, start_worker, settings):
+    settings.OUTBOUND_ALLOW_HOSTS = [api.host]
+    worker = start_worker(env={"API_KEY": "sk-server-key-123"})
+    workflow = fetch_workflow("slow-api", polling_api(api, query="polls=15&outcome=succeeded"))
+    # three generations on a worker of concurrency 2: the third starts after the deletion
+    job_id = generate(api_for(alice), "slow-api", {"prompt": "a red fox"}, count=3)
+    wait_for(lambda: NodeRun.objects.filter(job_id=job_id, status="running").exists(), 30)
+
+    # staff break the workflow, then delete it, while the job runs
+    Workflow.objects.filter(pk=workflow.pk).update(data={"api": {"url": "http://0.0.0.0:1/"}})
+    Workflow.objects.filter(pk=workflow.pk).delete()
+
+    job = finished(job_id)
+    assert job.status == "completed", (job.error_message, worker.output()[-3000:])
+    assert FlatFile.objects.filter(job_id=job_id).count() == 3
+    digests = set(NodeRun.objects.filter(job_id=job_id).values_list("workflow_digest", flat=True))
+    assert len(digests) == 1 and None not in digests
