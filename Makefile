@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export XDG_RUNTIME_DIR ?= $(CURDIR)/var/run
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup venv browser lint typecheck clean
+.PHONY: run test test-fast setup venv browser lint typecheck clean
 
 .venv/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -48,6 +48,12 @@ test:
 	  $(PY) -m pytest --durations=20 $(PYTEST_ARGS)'; rc=$$?; t4=$$(date +%s); \
 	echo "== stage timings: install $$((t1-t0)) s, lint $$((t2-t1)) s, type check $$((t3-t2)) s, $$(cat var/test/stage-migrations 2>/dev/null), migrations check + tests $$((t4-t3)) s"; \
 	exit $$rc
+
+# The inner loop: the in-process tests only (no worker, uvicorn or Chromium subprocesses).
+# `make test` is the whole suite and what CI runs.
+test-fast: setup
+	EMPROPS_TESTING=1 $(PY) -m emprops.embedded exec --dir var/test -- \
+	  $(PY) -m pytest -q -m "not worker and not server and not browser" $(PYTEST_ARGS)
 
 clean:
 	rm -rf var/test

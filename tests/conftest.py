@@ -100,3 +100,15 @@ def start_worker(transactional_db: Any, purge_broker: None, tmp_path: Any) -> It
     yield start
     for proc in started:
         proc.stop()
+
+
+# Fixtures that start real subprocesses (a Celery worker, a uvicorn server): a test using one is
+# marked like the tests that start them by hand, so `make test-fast` can leave them all out.
+_SUBPROCESS_FIXTURES = {"worker": "worker", "start_worker": "worker", "web": "server"}
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    for item in items:
+        for fixture, marker in _SUBPROCESS_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
