@@ -19,13 +19,13 @@ Pure: no Django, no database.
 from __future__ import annotations
 
 import copy
-import functools
 import heapq
 import json
 import math
 import re
 import secrets
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from workflows_app.forms import number_text, prompt_fields, validate_payload
@@ -326,6 +326,41 @@ def _cycle_text(cycle: list[int]) -> str:
 # --- validation --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Caps on the lists of a GenerationInput. A body within the size limit still holds
+    thousands of steps or values, and each step costs validation, a component row, a graph node
+    and a node run per generation: caps keep one request from taking the server for seconds."""
+
+    steps: int
+    variables: int
+    values: int  # per variable (and as many weights)
+
+
+def check_limits(data: Any, limits: Limits) -> None:
+    """Raise GenerationInputError naming each list over its cap. Reads lengths only, so it is
+    cheap enough to run first, before anything is copied, looked up or validated."""
+    if not isinstance(data, Mapping):
+        return  # not a GenerationInput at all: validate() says so
+    errors: dict[str, list[str]] = {}
+    steps = data.get("steps")
+    if isinstance(steps, list) and len(steps) > limits.steps:
+        errors["steps"] = [f"At most {limits.steps} steps per collection, got {len(steps)}."]
+    variables = data.get("variables")
+    if isinstance(variables, list):
+        if len(variables) > limits.variables:
+            errors["variables"] = [f"At most {limits.variables} variables, got {len(variables)}."]
+        for i, variable in enumerate(variables[: limits.variables]):
+            value = variable.get("value") if isinstance(variable, Mapping) else None
+            for key in ("values", "weights"):
+                items = value.get(key) if isinstance(value, Mapping) else None
+                if isinstance(items, list) and len(items) > limits.values:
+                    errors[f"variables[{i}].value.{key}"] = [
+                        f"At most {limits.values} {key} per variable, got {len(items)}."]
+    if errors:
+        raise GenerationInputError(errors)
+
+
 def validate(
     data: Any,
     *,
@@ -490,21 +525,11 @@ def _check_ref_shape(value: Mapping[str, Any], at: str, error: ErrorSink) -> Non
         error(at, f"Invalid jq path {path!r}: {problem}")
 
 
-@functools.lru_cache(maxsize=512)
 def jq_compile_error(path: str) -> str | None:
     """The jq compiler's complaint about a filter, or None when it compiles."""
-    import jq  # type: ignore[import-not-found,unused-ignore]  # a C extension without stubs
+    from emprops import jqbox
 
-    try:
-        jq.compile(path)
-    except ValueError as exc:
-        return _first_line(str(exc))
-    return None
-
-
-def _first_line(message: str) -> str:
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return lines[0].removeprefix("jq: error: ") if lines else message
+    return jqbox.compile_error(path)
 
 
 def _validate_variables(raw: Any, error: ErrorSink) -> list[Any]:

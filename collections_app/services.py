@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -33,15 +34,20 @@ EDITABLE_FIELDS = (
 
 
 def generation_input_validate(data: Any) -> dict[str, Any]:
-    """The normalised GenerationInput, or GraphError (400) with details naming step and field."""
+    """The normalised GenerationInput, or GraphError (400) with details naming step and field;
+    lists over the MAX_STEPS_PER_COLLECTION / MAX_VARIABLES / MAX_VARIABLE_VALUES caps are
+    refused before any other work."""
     if data is None:
         return gi.empty_generation_input()
     if not isinstance(data, dict):
         raise GraphError("Invalid GenerationInput: `data` must be an object.",
                          details={"data": ["Must be an object."]})
-    names = [s.get("nodeName") for s in data.get("steps") or [] if isinstance(s, dict)]
-    node_form = node_form_lookup(names=[n for n in names if isinstance(n, str)])
+    limits = gi.Limits(steps=settings.MAX_STEPS_PER_COLLECTION, variables=settings.MAX_VARIABLES,
+                       values=settings.MAX_VARIABLE_VALUES)
     try:
+        gi.check_limits(data, limits)
+        names = [s.get("nodeName") for s in data.get("steps") or [] if isinstance(s, dict)]
+        node_form = node_form_lookup(names=[n for n in names if isinstance(n, str)])
         return gi.validate(data, node_form=node_form)
     except gi.GenerationInputError as exc:
         raise GraphError(str(exc), details=exc.details) from None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +16,7 @@ from rest_framework.request import Request
 
 from emprops.accounts.models import User
 from emprops.accounts.services import API_KEY_PREFIX, api_key_authenticate, user_for_sub
-from emprops.api import WWW_AUTHENTICATE
+from emprops.api import WWW_AUTHENTICATE, FailedAuthThrottle
 
 
 def issue_tokens(*, user: User) -> dict[str, Any]:
@@ -51,12 +53,67 @@ def decode_token(token: str, *, expected_type: str | None = "access") -> dict[st
         raise exceptions.AuthenticationFailed("Token expired.") from None
     except jwt.PyJWTError:
         raise exceptions.AuthenticationFailed("Invalid token.") from None
+    _check_sub(claims.get("sub"))
     token_type = claims.get("type")
     if expected_type == "access" and token_type not in (None, "access"):
         raise exceptions.AuthenticationFailed("Not an access token.")
     if expected_type == "refresh" and token_type != "refresh":
         raise exceptions.AuthenticationFailed("Not a refresh token.")
     return claims
+
+
+# The longest `sub` a user row can hold (User.external_sub); longer ones could never match a user.
+MAX_SUB_LENGTH = 255
+
+
+def _check_sub(sub: Any) -> None:
+    """Refuse a `sub` that cannot name one user: empty, too long, or holding control characters.
+
+    An empty `sub` would provision one user shared by every such token; a NUL or an over-long
+    value cannot be stored, so it must be a 401 here rather than a database error later.
+    """
+    if not isinstance(sub, str) or not sub.strip():
+        raise exceptions.AuthenticationFailed("Invalid token: `sub` must be a non-empty string.")
+    if len(sub) > MAX_SUB_LENGTH:
+        raise exceptions.AuthenticationFailed(
+            f"Invalid token: `sub` is longer than {MAX_SUB_LENGTH} characters.")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in sub):
+        raise exceptions.AuthenticationFailed("Invalid token: `sub` contains control characters.")
+
+
+class AuthFailuresThrottled(exceptions.Throttled, exceptions.AuthenticationFailed):
+    """429 with Retry-After: too many failed credential checks from this client address.
+
+    Also an AuthenticationFailed, so a caller that authenticates outside DRF's views (the events
+    stream catches only that) refuses it like a bad credential instead of failing with a 500.
+    """
+
+    default_detail = "Too many failed authentication attempts from this address."
+
+
+@contextmanager
+def failed_auth_limit(request: Any) -> Iterator[None]:
+    """Run a credential check under the per-address limit RATE_LIMIT_AUTH_FAIL.
+
+    The check is counted before it runs, so guesses in flight together cannot all slip under the
+    limit, and given back unless it ends in a 401. Over the limit, the address gets
+    AuthFailuresThrottled before its credential is looked at, a correct one included: were a right
+    guess still admitted, the answer would tell it apart and the limit would stop nothing.
+    Any exception with status 401 counts (AuthenticationFailed, a 401 DomainError), so a view
+    that checks a password or a refresh token can run that check under it too.
+    """
+    throttle = FailedAuthThrottle()
+    if not throttle.allow_request(request, None):
+        raise AuthFailuresThrottled(wait=throttle.wait())
+    failed = False
+    try:
+        yield
+    except Exception as exc:
+        failed = getattr(exc, "status_code", None) == 401
+        raise
+    finally:
+        if not failed:
+            throttle.refund()
 
 
 class ApiAuthentication(authentication.BaseAuthentication):
@@ -66,6 +123,12 @@ class ApiAuthentication(authentication.BaseAuthentication):
     """
 
     def authenticate(self, request: Request) -> tuple[User, str] | None:
+        if not request.headers.get("X-API-Key") and not request.headers.get("Authorization"):
+            return None  # anonymous: no credential, nothing to guess
+        with failed_auth_limit(request):
+            return self._authenticate_credentials(request)
+
+    def _authenticate_credentials(self, request: Request) -> tuple[User, str] | None:
         raw_key = request.headers.get("X-API-Key")
         header = request.headers.get("Authorization", "")
         if not raw_key and header:

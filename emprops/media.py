@@ -11,18 +11,19 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.views.static import serve
 
 ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml",
                 "application/xml", "application/javascript", "text/javascript")
 
 
-def media(request: HttpRequest, path: str) -> HttpResponse:
+def media(request: HttpRequest, path: str) -> HttpResponse | FileResponse:
     origin = settings.USER_CONTENT_ORIGIN.rstrip("/")
     if origin:
         return HttpResponseRedirect(f"{origin}{settings.MEDIA_URL}{quote(path)}")
-    response: HttpResponse = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response: HttpResponse | FileResponse = serve(request, path,
+                                                  document_root=str(settings.MEDIA_ROOT))
     response["Content-Security-Policy"] = "sandbox"
     response["X-Content-Type-Options"] = "nosniff"
     content_type = response.get("Content-Type", "").split(";")[0].strip().lower()

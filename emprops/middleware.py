@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import io
 import logging
 import re
 import uuid
@@ -73,7 +74,12 @@ def envelope_error(message: str, status: int, *, request: HttpRequest | None = N
 
 
 class BodySizeLimitMiddleware(_Middleware):
-    """Refuses API bodies over MAX_BODY_BYTES with an enveloped 413 before anything parses them."""
+    """Refuses API bodies over MAX_BODY_BYTES with an enveloped 413 before anything parses them.
+
+    A body sent without Content-Length (`Transfer-Encoding: chunked`, which the ASGI server
+    de-chunks into the request stream) is measured here by reading at most one byte past the
+    limit, and then given the Content-Length it turned out to have: DRF reads no body at all
+    from a request whose CONTENT_LENGTH is missing, so it would otherwise parse as empty."""
 
     def before(self, request: HttpRequest) -> HttpResponse | None:
         if not request.path.startswith("/api/"):
@@ -81,8 +87,11 @@ class BodySizeLimitMiddleware(_Middleware):
         limit = settings.MAX_BODY_BYTES
         if request.content_type == "multipart/form-data":
             limit = settings.MAX_UPLOAD_BYTES + 64 * 1024
+        declared = request.META.get("CONTENT_LENGTH")
+        if not declared:
+            return self._measure(request, limit)
         try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
+            length = int(declared)
         except ValueError:
             return envelope_error("Invalid Content-Length header.", 400, request=request)
         if length > limit:
@@ -90,6 +99,25 @@ class BodySizeLimitMiddleware(_Middleware):
                 f"Request body too large: {length} bytes, the limit is {limit} bytes.",
                 413, request=request, details={"limit": limit},
             )
+        return None
+
+    @staticmethod
+    def _measure(request: HttpRequest, limit: int) -> HttpResponse | None:
+        # Django's own stream attribute, read directly: HttpRequest.read() would mark the
+        # request as read, and it has no public way to un-read
+        stream = getattr(request, "_stream", None)
+        if stream is None:
+            return None
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            return envelope_error(f"Request body too large: the limit is {limit} bytes.",
+                                  413, request=request, details={"limit": limit})
+        if stream.seekable():  # ASGI: a spooled file holding the whole body
+            stream.seek(0)
+        else:
+            request._stream = io.BytesIO(body)  # type: ignore[attr-defined]
+        if body:
+            request.META["CONTENT_LENGTH"] = str(len(body))
         return None
 
 

@@ -259,8 +259,20 @@ MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", str(2 * 1024 * 1024)))
 MAX_UPLOAD_BYTES = int(os.environ.get("MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
 DEFAULT_MAX_GENERATIONS = int(os.environ.get("DEFAULT_MAX_GENERATIONS", "10"))
+# the size of one GenerationInput (collection `data`, unified and batch requests alike)
+MAX_STEPS_PER_COLLECTION = int(os.environ.get("MAX_STEPS_PER_COLLECTION", "200"))
+MAX_VARIABLES = int(os.environ.get("MAX_VARIABLES", "100"))
+MAX_VARIABLE_VALUES = int(os.environ.get("MAX_VARIABLE_VALUES", "1000"))
+# how far ahead a one-off `run_at` may be (its credits are held until then)
+MAX_RUN_AT_DAYS = int(os.environ.get("MAX_RUN_AT_DAYS", "30"))
 MAX_RUNNING_GENERATIONS_PER_USER = int(os.environ.get("MAX_RUNNING_GENERATIONS_PER_USER", "8"))
 MAX_JOB_RUN_SECONDS = int(os.environ.get("MAX_JOB_RUN_SECONDS", "3600"))
+# credential checks from one client address that may end in a 401, per window; past it the
+# address gets a 429 before its credential is looked at ("" turns the limit off)
+RATE_LIMIT_AUTH_FAIL = os.environ.get("RATE_LIMIT_AUTH_FAIL", "30/min")
+# reverse proxies in front of the app that append to X-Forwarded-For; 0 (the default): the client
+# address is REMOTE_ADDR and X-Forwarded-For is ignored, since any client can send one
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
 NODE_LEASE_SECONDS = int(os.environ.get("NODE_LEASE_SECONDS", "60"))
 NODE_MAX_ATTEMPTS = int(os.environ.get("NODE_MAX_ATTEMPTS", "4"))
 NODE_UNCLAIMED_SECONDS = int(os.environ.get("NODE_UNCLAIMED_SECONDS", "30"))

@@ -18,6 +18,7 @@ no path traversal, no symlinks out of the folder). Only GET and HEAD are answere
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class UserContentApp:
         if scope["type"] != "http":
             return
 
-        async def send_secured(message: dict[str, Any]) -> None:
+        async def send_secured(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() not in _REPLACED]

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.core import signing
 from django.db import close_old_connections, connection, transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
 from emprops.middleware import envelope_error
@@ -41,8 +41,8 @@ def _format(seq: int, event: str, data: Any) -> bytes:
 
 
 class _Denied(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status, self.message = status, message
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        self.status, self.message, self.retry_after = status, message, retry_after
 
 
 def _viewer_id(request: HttpRequest, job_id: UUID) -> Any:
@@ -59,6 +59,10 @@ def _viewer_id(request: HttpRequest, job_id: UUID) -> Any:
 
     try:
         result = ApiAuthentication().authenticate(Request(request))
+    except Throttled as exc:  # too many failed credential checks from this address
+        wait_s = getattr(exc, "wait", None)
+        wait = int(wait_s + 0.999) if wait_s is not None else None
+        raise _Denied(429, str(exc.detail), retry_after=max(1, wait or 1)) from None
     except AuthenticationFailed as exc:
         raise _Denied(401, str(exc.detail)) from None
     if result is None:
@@ -124,6 +128,8 @@ async def job_events(request: HttpRequest, job_id: UUID) -> HttpResponse | Strea
         denied = envelope_error(exc.message, exc.status, request=request)
         if exc.status == 401:
             denied["WWW-Authenticate"] = 'Bearer realm="api"'
+        if exc.retry_after is not None:
+            denied["Retry-After"] = str(exc.retry_after)
         return denied
     except BaseException:
         await pubsub.aclose()

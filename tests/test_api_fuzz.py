@@ -117,7 +117,7 @@ def _fuzz(operation: Any, *, base_url: str, headers: dict[str, str], known: dict
           session: requests.Session, failures: list[str]) -> set[int]:
     """Fuzz one operation; failures go to `failures`; returns the statuses it answered with."""
     from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
+    from schemathesis.checks import not_a_server_error, status_code_conformance
     from schemathesis.core.failures import FailureGroup
 
     fixed = {}
@@ -143,7 +143,8 @@ def _fuzz(operation: Any, *, base_url: str, headers: dict[str, str], known: dict
         response = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
         statuses.add(response.status_code)
         try:
-            case.validate_response(response, checks=[not_a_server_error, enveloped_json])
+            case.validate_response(response, checks=[not_a_server_error, enveloped_json,
+                                                     status_code_conformance])
         except (FailureGroup, AssertionError) as exc:  # record it, keep fuzzing the rest
             signature = f"{operation.label} {response.status_code}"
             if signature not in seen:

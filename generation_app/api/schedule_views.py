@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collections_app import selectors as collection_selectors
+from emprops.api import error_responses
 from emprops.views import ViewerListView
 from generation_app.api import extra_serializers as s
 from generation_app.models import CollectionSchedule
@@ -70,14 +71,17 @@ class ScheduleDetailView(APIView):
 
 
 class SchedulePauseView(APIView):
-    @extend_schema(request=None, responses=s.ScheduleOutputSerializer, summary="Pause a schedule")
+    @extend_schema(request=None,
+                   responses={200: s.ScheduleOutputSerializer, **error_responses(409)},
+                   summary="Pause a schedule")
     def post(self, request: Request, schedule_id: UUID) -> Response:
         return Response(s.ScheduleOutputSerializer(
             schedules.schedule_pause(user=request.user, schedule_id=schedule_id)).data)
 
 
 class ScheduleResumeView(APIView):
-    @extend_schema(request=None, responses=s.ScheduleOutputSerializer,
+    @extend_schema(request=None,
+                   responses={200: s.ScheduleOutputSerializer, **error_responses(409)},
                    summary="Resume a schedule from its next slot")
     def post(self, request: Request, schedule_id: UUID) -> Response:
         return Response(s.ScheduleOutputSerializer(

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from collections_app.api.serializers import CollectionOutputSerializer
 from collections_app.services import EDITABLE_FIELDS
+from emprops.api import error_responses
 from emprops.views import ViewerListView
 from generation_app.api import extra_serializers as s
 from generation_app.services import templates
@@ -26,7 +27,8 @@ class TemplateListCreateView(ViewerListView):
     def list_for_viewer(self) -> Any:
         return templates.template_list(user=self.request.user)
 
-    @extend_schema(request=s.TemplateInputSerializer, responses={201: s.TemplateOutputSerializer},
+    @extend_schema(request=s.TemplateInputSerializer,
+                   responses={201: s.TemplateOutputSerializer, **error_responses(403)},
                    summary="Save a template (staff may publish it)")
     def post(self, request: Request) -> Response:
         body = s.TemplateInputSerializer(data=request.data)
@@ -49,7 +51,8 @@ class TemplateDetailView(APIView):
 
 class TemplateCollectionCreateView(APIView):
     @extend_schema(request=s.TemplateCollectionInputSerializer,
-                   responses={201: s.TemplateCollectionOutputSerializer},
+                   responses={201: s.TemplateCollectionOutputSerializer,
+                              **error_responses(402, 422)},
                    summary="Make a collection from a template, optionally starting its job")
     def post(self, request: Request, template_id: UUID) -> Response:
         body = s.TemplateCollectionInputSerializer(data=request.data)

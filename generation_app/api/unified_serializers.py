@@ -25,8 +25,9 @@ class UnifiedGenerateInputSerializer(CollectionInputSerializer):
     workflow_id = serializers.UUIDField(required=False, allow_null=True)
     workflow_name = serializers.CharField(max_length=200, required=False, allow_null=True)
     inputs = serializers.DictField(child=serializers.JSONField(), required=False, default=dict)
+    # no max_length: MAX_VARIABLES is checked with the rest of the GenerationInput's caps
     variables = serializers.ListField(child=serializers.DictField(), required=False,
-                                      default=list, max_length=100)
+                                      default=list)
     count = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     hashes = serializers.ListField(child=serializers.JSONField(), required=False,
                                    allow_null=True, max_length=1000)

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from collections_app.api.serializers import CollectionOutputSerializer
 from collections_app.services import EDITABLE_FIELDS
+from emprops.api import error_responses
 from emprops.errors import DomainError, ValidationFailed
 from emprops.idempotency import HEADER, idempotent
 from generation_app.api import unified_serializers as s
@@ -66,7 +67,8 @@ def _render(request: Request, started: unified.Started) -> dict[str, Any]:
 
 class UnifiedGenerateView(APIView):
     @extend_schema(request=s.UnifiedGenerateInputSerializer,
-                   responses={202: s.UnifiedGenerateOutputSerializer},
+                   responses={202: s.UnifiedGenerateOutputSerializer,
+                              **error_responses(402, 409, 422)},
                    parameters=[IDEMPOTENCY_PARAMETER],
                    summary="Create a collection from a workflow and start its generations")
     @idempotent
@@ -80,7 +82,8 @@ class UnifiedGenerateView(APIView):
 
 class UnifiedBatchView(APIView):
     @extend_schema(request=s.UnifiedBatchInputSerializer,
-                   responses={202: s.UnifiedBatchOutputSerializer},
+                   responses={202: s.UnifiedBatchOutputSerializer,
+                              **error_responses(402, 409, 422)},
                    parameters=[IDEMPOTENCY_PARAMETER],
                    summary="Accept up to 100 unified requests, all or none")
     @idempotent

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from emprops.api import error_responses
 from generation_app.services import workflow_quotes
 
 
@@ -65,7 +66,8 @@ class InstructionSetCreditsView(APIView):
 class WorkflowTestView(APIView):
     permission_classes = [permissions.IsAuthenticated, permissions.IsAdminUser]
 
-    @extend_schema(request=None, responses={202: WorkflowTestOutputSerializer},
+    @extend_schema(request=None,
+                   responses={202: WorkflowTestOutputSerializer, **error_responses(402, 422)},
                    summary="Run the workflow's test payload as a one-step job (staff)")
     def post(self, request: Request, workflow_id: UUID) -> Response:
         job = workflow_quotes.workflow_test_run(user=request.user, workflow_id=workflow_id)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -266,13 +267,15 @@ def _payload(node_name: str, workflow: Workflow | None,
 
 
 def _check_webhook(webhook: Mapping[str, Any] | None) -> None:
-    # the serializer checked the shape; this is the contract for callers other than the API
+    # the serializer checked the shape (repeated here for callers other than the API); the
+    # SSRF guard's refusal is checked here for everyone
     if webhook is None:
         return
     url = webhook.get("url")
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
         raise ValidationFailed("webhook.url must be an http(s) URL.",
                                details={"webhook.url": ["Must be an http(s) URL."]})
+    webhooks.webhook_url_check(url=url, field="webhook.url")
     events = webhook.get("events")
     if not isinstance(events, (list, tuple)) or not events or \
             not set(events) <= set(WEBHOOK_EVENTS):
@@ -282,12 +285,18 @@ def _check_webhook(webhook: Mapping[str, Any] | None) -> None:
 
 
 def _check_run_at(run_at: datetime | None) -> None:
-    """A one-off run time must be in the future; the job waits (credits held) until then."""
+    """A one-off run time must be in the future, and at most MAX_RUN_AT_DAYS ahead: the job
+    waits with its credits held until then."""
     if run_at is None:
         return
-    if run_at <= timezone.now():
+    now = timezone.now()
+    if run_at <= now:
         raise ValidationFailed("run_at is in the past.",
                                details={"run_at": ["Must be a time in the future."]})
+    days = settings.MAX_RUN_AT_DAYS
+    if run_at > now + timedelta(days=days):
+        raise ValidationFailed(f"run_at is more than {days} days ahead.",
+                               details={"run_at": [f"Must be at most {days} days ahead."]})
 
 
 def _as_request_fields(details: Any) -> Any:

@@ -27,6 +27,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from emprops.api import get_or_not_found
+from emprops.errors import ValidationFailed
 from generation_app.models import (
     WebhookAttempt,
     WebhookDelivery,
@@ -78,9 +79,32 @@ def webhook_endpoint_list(*, user: Any) -> QuerySet[WebhookEndpoint]:
     return WebhookEndpoint.objects.filter(user=user).order_by("-created_at")
 
 
+def webhook_url_check(*, url: str, field: str = "url") -> None:
+    """ValidationFailed (400) naming `field` for a URL the SSRF guard refuses without DNS: not
+    http(s), a host that is not valid, a loopback name, or a non-public address literal in any
+    spelling (hosts on OUTBOUND_ALLOW_HOSTS excepted). A host name passes: its addresses are
+    vetted at each delivery, after DNS. Resolving here would put a DNS wait into the request and
+    prove nothing about the answer at delivery time, when the guard checks again anyway."""
+    from emprops.netguard import UnresolvableHost, UnsafeURL, vet_url
+
+    def no_dns(host: str, port: int) -> list[str]:
+        raise OSError("resolved at delivery")
+
+    try:
+        vet_url(url, allow_hosts=settings.OUTBOUND_ALLOW_HOSTS, resolver=no_dns)
+    except UnresolvableHost:
+        return  # a name, not an address: vetted at delivery
+    except UnsafeURL as exc:
+        message = f"Webhooks cannot be sent to this URL: {exc.reason}."
+        raise ValidationFailed(f"Invalid input: {field}: {message}",
+                               details={field: [message]}) from None
+
+
 def webhook_endpoint_create(*, user: Any, url: str, events: Iterable[str] = (),
                             active: bool = True) -> WebhookEndpoint:
-    """A standing endpoint for every job of the user (no events: all of them)."""
+    """A standing endpoint for every job of the user (no events: all of them); 400 for a URL
+    the SSRF guard would refuse at delivery."""
+    webhook_url_check(url=url)
     return WebhookEndpoint.objects.create(user=user, url=url, events=sorted(set(events)),
                                           active=active)
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import jwt
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -255,3 +255,26 @@ def test_request_id_is_echoed(api_for, alice, path):
     response = api_for(alice).get(path, HTTP_X_REQUEST_ID="abc-123")
 
     assert response["X-Request-ID"] == "abc-123"
+
+
+@pytest.mark.parametrize(
+    ("sub", "message"),
+    [
+        ("x" * 256, "longer than 255"),
+        ("a\x00b", "control characters"),
+        ("", "non-empty string"),
+        ("   ", "non-empty string"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/me", "/api/jobs", "/api/collections/generate"])
+def test_a_signed_token_with_an_unusable_sub_is_401_and_provisions_nobody(db, settings, sub,
+                                                                          message, path):
+    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 60}, settings.JWT_SIGNING_KEY,
+                       algorithm="HS256")
+    users_before = User.objects.count()
+
+    response = Client().get(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    assert response.status_code == 401
+    assert message in response.content.decode()
+    assert User.objects.count() == users_before

@@ -281,11 +281,11 @@ def test_collection_fields_project_and_webhook_are_kept(api_for, alice):
 @pytest.mark.django_db
 def test_a_webhook_without_events_gets_every_event(api_for, alice):
     response = api_for(alice).post(URL, _prompt_request(
-        webhook={"url": "http://127.0.0.1:9/hook"}), format="json")
+        webhook={"url": "https://example.com/hook"}), format="json")
 
     assert response.status_code == 202, response.json()
     job = Job.objects.get(pk=response.json()["data"]["job"]["id"])
-    assert job.data["webhook"] == {"url": "http://127.0.0.1:9/hook", "events": [
+    assert job.data["webhook"] == {"url": "https://example.com/hook", "events": [
         "completed", "failed", "progress", "generation_completed"]}
 
 

@@ -55,16 +55,21 @@ def test_the_signature_matches_the_standard_webhooks_example():
 def test_a_real_job_sends_signed_events_and_refuses_a_loopback_url(api_for, alice, settings,
                                                                     start_worker, receiver):
     # given: an allow-listed receiver for completed + generation_completed, and a second
-    # loopback receiver that is not allow-listed
+    # loopback receiver that is not allow-listed: refused when created through the API, and
+    # refused again at delivery when its row exists anyway (saved before the allow-list changed)
     client = api_for(alice)
+    settings.OUTBOUND_ALLOW_HOSTS = [f"127.0.0.1:{receiver.port}"]
     with WebhookReceiver() as forbidden:
         start_worker(env={"OUTBOUND_ALLOW_HOSTS": f"127.0.0.1:{receiver.port}"})
         secret = client.get("/api/webhooks/secret").json()["data"]["secret"]
         created = client.post("/api/webhooks/endpoints", {
             "url": receiver.url, "events": ["completed", "generation_completed"]}, format="json")
         assert created.status_code == 201, created.json()
-        client.post("/api/webhooks/endpoints", {"url": forbidden.url, "events": ["completed"]},
-                    format="json")
+        refused_at_creation = client.post("/api/webhooks/endpoints",
+                                          {"url": forbidden.url, "events": ["completed"]},
+                                          format="json")
+        assert refused_at_creation.status_code == 400, refused_at_creation.json()
+        WebhookEndpoint.objects.create(user=alice, url=forbidden.url, events=["completed"])
         collection = _prompt_collection(client)
 
         # when
@@ -103,10 +108,12 @@ def test_a_real_job_sends_signed_events_and_refuses_a_loopback_url(api_for, alic
 
 @pytest.mark.worker
 @pytest.mark.timeout(90)
-def test_a_failing_receiver_gets_retries_until_it_answers(api_for, alice, start_worker):
+def test_a_failing_receiver_gets_retries_until_it_answers(api_for, alice, settings,
+                                                          start_worker):
     # given: a receiver answering 500 twice, then 200; small backoff for the worker
     client = api_for(alice)
     with WebhookReceiver(statuses=[500, 500]) as flaky:
+        settings.OUTBOUND_ALLOW_HOSTS = [f"127.0.0.1:{flaky.port}"]
         start_worker(env={"OUTBOUND_ALLOW_HOSTS": f"127.0.0.1:{flaky.port}",
                           "WEBHOOK_BACKOFF_SECONDS": "0.2"})
         client.post("/api/webhooks/endpoints", {"url": flaky.url, "events": ["completed"]},
@@ -131,10 +138,11 @@ def test_a_failing_receiver_gets_retries_until_it_answers(api_for, alice, start_
 
 @pytest.mark.worker
 @pytest.mark.timeout(90)
-def test_a_per_request_webhook_of_the_unified_endpoint_is_delivered(api_for, alice,
+def test_a_per_request_webhook_of_the_unified_endpoint_is_delivered(api_for, alice, settings,
                                                                      start_worker, receiver):
     # given: no standing endpoint, only the request's own webhook
     client = api_for(alice)
+    settings.OUTBOUND_ALLOW_HOSTS = [f"127.0.0.1:{receiver.port}"]
     start_worker(env={"OUTBOUND_ALLOW_HOSTS": f"127.0.0.1:{receiver.port}"})
     secret = client.get("/api/webhooks/secret").json()["data"]["secret"]
 

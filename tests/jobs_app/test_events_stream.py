@@ -145,6 +145,27 @@ def test_stream_refuses_before_streaming(alice, bob, web):
     assert [e["event"] for e in first] == ["job_update", "history_init"]
 
 
+def test_stream_refuses_a_signed_token_whose_sub_names_no_one_with_401(alice, web, settings):
+    import jwt
+
+    from emprops.accounts.models import User
+
+    job = Job.objects.create(user=alice, name="x")
+    users_before = User.objects.count()
+    answers = []
+    for sub in ("x" * 256, "a\x00b", ""):
+        token = jwt.encode({"sub": sub, "exp": int(time.time()) + 60}, settings.JWT_SIGNING_KEY,
+                           algorithm="HS256")
+        answers.append(httpx.get(f"{web.url}/api/jobs/{job.id}/events",
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10))
+
+    assert [a.status_code for a in answers] == [401, 401, 401]
+    assert "longer than 255" in answers[0].json()["error"]
+    assert "control characters" in answers[1].json()["error"]
+    assert "non-empty" in answers[2].json()["error"]
+    assert User.objects.count() == users_before
+
+
 @pytest.mark.server
 @pytest.mark.timeout(90)
 def test_waiting_streams_hold_no_database_connection(alice, web):

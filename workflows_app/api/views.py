@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from emprops.accounts.services import API_KEY_PREFIX, api_key_authenticate
+from emprops.api import error_responses
 from emprops.errors import NotFound
 from emprops.views import ViewerListView
 from workflows_app import selectors, services
@@ -185,7 +186,7 @@ class StaffWorkflowListCreateView(StaffKeyAPIView):
                               s.WorkflowStaffOutputSerializer)
 
     @extend_schema(request=s.StaffWorkflowInputSerializer,
-                   responses={201: s.WorkflowStaffOutputSerializer})
+                   responses={201: s.WorkflowStaffOutputSerializer, **error_responses(409)})
     def post(self, request: Request) -> Response:
         body = s.StaffWorkflowInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -211,7 +212,7 @@ class StaffWorkflowDetailView(StaffKeyAPIView):
         return Response(s.WorkflowStaffOutputSerializer(workflow).data)
 
     @extend_schema(request=s.StaffWorkflowUpdateInputSerializer,
-                   responses=s.WorkflowStaffOutputSerializer,
+                   responses={200: s.WorkflowStaffOutputSerializer, **error_responses(409)},
                    summary="Update a workflow; `data` is merged key by key into the stored data")
     def put(self, request: Request, workflow_id: UUID) -> Response:
         body = s.StaffWorkflowUpdateInputSerializer(data=request.data)
@@ -243,7 +244,7 @@ class StaffFormConfigListCreateView(StaffKeyAPIView):
         return self.paginated(selectors.form_config_list(), s.StaffFormConfigOutputSerializer)
 
     @extend_schema(request=s.StaffFormConfigInputSerializer,
-                   responses={201: s.StaffFormConfigOutputSerializer})
+                   responses={201: s.StaffFormConfigOutputSerializer, **error_responses(409)})
     def post(self, request: Request) -> Response:
         body = s.StaffFormConfigInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -263,7 +264,7 @@ class StaffFormConfigDetailView(StaffKeyAPIView):
     serializer_class = s.StaffFormConfigOutputSerializer
 
     @extend_schema(request=s.StaffFormConfigUpdateInputSerializer,
-                   responses=s.StaffFormConfigOutputSerializer)
+                   responses={200: s.StaffFormConfigOutputSerializer, **error_responses(409)})
     def put(self, request: Request, form_config_id: UUID) -> Response:
         body = s.StaffFormConfigUpdateInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -285,7 +286,7 @@ class StaffModelListCreateView(StaffKeyAPIView):
         return self.paginated(selectors.model_list(), s.StaffModelOutputSerializer)
 
     @extend_schema(request=s.StaffModelInputSerializer,
-                   responses={201: s.StaffModelOutputSerializer})
+                   responses={201: s.StaffModelOutputSerializer, **error_responses(409)})
     def post(self, request: Request) -> Response:
         body = s.StaffModelInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -307,7 +308,7 @@ class StaffCustomNodeListCreateView(StaffKeyAPIView):
         return self.paginated(selectors.custom_node_list(), s.StaffCustomNodeOutputSerializer)
 
     @extend_schema(request=s.StaffCustomNodeInputSerializer,
-                   responses={201: s.StaffCustomNodeOutputSerializer})
+                   responses={201: s.StaffCustomNodeOutputSerializer, **error_responses(409)})
     def post(self, request: Request) -> Response:
         body = s.StaffCustomNodeInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)

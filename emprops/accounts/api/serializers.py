@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.utils import timezone
 from rest_framework import serializers
 
 from emprops.accounts.models import CreditsHistory, CreditType, UserApiKey
@@ -21,9 +24,17 @@ class TokenOutputSerializer(serializers.Serializer):
     expires_in = serializers.IntegerField()
 
 
+def _in_the_future(value: datetime) -> None:
+    # a key born expired could never authenticate; the service itself accepts any time, so
+    # that expiry can be exercised without waiting for it
+    if value <= timezone.now():
+        raise serializers.ValidationError("Must be a time in the future.")
+
+
 class ApiKeyCreateInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, default="default")
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
+                                           validators=[_in_the_future])
 
 
 class ApiKeyOutputSerializer(serializers.ModelSerializer):
