@@ -191,13 +191,20 @@ def credits_hold(*, user: User, job_id: uuid.UUID, per_generation: Decimal, gene
     )
 
 
-def credits_hold_reopen(*, job_id: uuid.UUID, gids: Iterable[int]) -> None:
-    """Hold credits again for generations being retried (InsufficientCredits when short)."""
+def credits_hold_reopen(*, job_id: uuid.UUID, gids: Iterable[int],
+                        per_generation: Decimal | None = None) -> None:
+    """Hold credits again for generations being retried (InsufficientCredits when short).
+
+    `per_generation` re-prices the retried generations (a retry re-quoted against the
+    workflows as they are now); generations already charged keep what they cost.
+    """
     gids = list(gids)
     hold = CreditsHold.objects.select_for_update().filter(job_id=job_id).first()
     if hold is None or not gids:
         return
     user = _lock_user(hold.user_id)
+    if per_generation is not None:
+        hold.per_generation = per_generation.quantize(FOUR_PLACES)
     extra = (hold.per_generation * len(gids)).quantize(FOUR_PLACES)
     balances = _balances_locked(user)
     spendable = sum((b.balance for b in balances.values()), Decimal(0)) - held_total(user=user)
@@ -212,7 +219,7 @@ def credits_hold_reopen(*, job_id: uuid.UUID, gids: Iterable[int]) -> None:
     hold.status = CreditsHold.Status.HELD
     hold.round = hold.round + 1
     hold.save(update_fields=["settled_gids", "remaining", "amount", "status", "round",
-                             "updated_at"])
+                             "per_generation", "updated_at"])
 
 
 def _finish_hold(hold: CreditsHold) -> None:

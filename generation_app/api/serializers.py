@@ -14,3 +14,10 @@ class GenerationRequestInputSerializer(serializers.Serializer):
 
 class GenerationRequestOutputSerializer(serializers.Serializer):
     jobId = serializers.UUIDField()  # noqa: N815 - the existing platform's wire name
+
+
+class JobRetryInputSerializer(serializers.Serializer):
+    refresh_workflows = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Plan and quote the failed generations again against the workflows as they "
+                  "are now (default: run the job's frozen plan).")

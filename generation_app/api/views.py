@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from emprops.api import error_responses
 from emprops.idempotency import idempotent
 from generation_app.api import serializers as s
 from generation_app.services import control
@@ -17,7 +18,8 @@ from jobs_app.api.serializers import JobOutputSerializer
 
 class CollectionGenerateView(APIView):
     @extend_schema(request=s.GenerationRequestInputSerializer,
-                   responses={202: s.GenerationRequestOutputSerializer},
+                   responses={202: s.GenerationRequestOutputSerializer,
+                              **error_responses(402, 409, 422)},
                    summary="Start generations of a collection: one job holding all of them")
     @idempotent
     def post(self, request: Request, collection_id: UUID) -> Response:
@@ -32,15 +34,20 @@ class CollectionGenerateView(APIView):
 
 
 class JobCancelView(APIView):
-    @extend_schema(request=None, responses=JobOutputSerializer, summary="Cancel a job")
+    @extend_schema(request=None, responses={200: JobOutputSerializer, **error_responses(409)},
+                   summary="Cancel a job")
     def post(self, request: Request, job_id: UUID) -> Response:
         job = control.job_cancel(user=request.user, job_id=job_id)
         return Response(JobOutputSerializer(job).data)
 
 
 class JobRetryView(APIView):
-    @extend_schema(request=None, responses=JobOutputSerializer,
+    @extend_schema(request=s.JobRetryInputSerializer,
+                   responses={200: JobOutputSerializer, **error_responses(402, 409, 422)},
                    summary="Re-run the failed generations of a job")
     def post(self, request: Request, job_id: UUID) -> Response:
-        job = control.job_retry(user=request.user, job_id=job_id)
+        body = s.JobRetryInputSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        job = control.job_retry(user=request.user, job_id=job_id,
+                                refresh_workflows=body.validated_data["refresh_workflows"])
         return Response(JobOutputSerializer(job).data)

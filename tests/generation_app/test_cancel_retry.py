@@ -93,3 +93,76 @@ def test_bob_cannot_cancel_alices_job(api_for, alice, bob):
     job.refresh_from_db()
     assert job.status == Job.Status.PROCESSING
     assert not job.history.filter(message="Job cancelled").exists()
+
+
+def _failed_job_of_a_workflow(client, *, cost: int) -> tuple[str, Workflow]:
+    server = Server.objects.create(name="gpu-1", url="http://127.0.0.1:9")
+    workflow = Workflow.objects.create(
+        name="paint", type="comfy_workflow", output_mime_type="image/png", server=server,
+        data={"workflow": invert_graph(), "inputs": {},
+              "credits_script": f"function computeCost() {{ return {cost}; }}"})
+    data = {"steps": [{"id": 1, "nodeName": "paint", "nodePayload": {}}]}
+    collection = client.post("/api/projects/collections", {"data": data},
+                             format="json").json()["data"]
+    job_id = client.post(f"/api/collections/{collection['id']}/generations", {"count": 2},
+                         format="json").json()["data"]["jobId"]
+    # generation 1 failed, generation 0 completed and was charged
+    from emprops.accounts.services import credits_charge_generation
+
+    credits_charge_generation(job_id=job_id, gid=0, comment="gen 0")
+    Generation.objects.filter(job_id=job_id, gid=0).update(status="completed")
+    NodeRun.objects.filter(job_id=job_id, gid=0).update(status="completed")
+    Generation.objects.filter(job_id=job_id, gid=1).update(status="failed", error="boom")
+    NodeRun.objects.filter(job_id=job_id, gid=1).update(status="failed")
+    Job.objects.filter(pk=job_id).update(status="failed")
+    return job_id, workflow
+
+
+@pytest.mark.django_db
+def test_a_retry_runs_the_frozen_plan_unless_asked_to_refresh_the_workflows(api_for, alice):
+    client = api_for(alice)
+    job_id, workflow = _failed_job_of_a_workflow(client, cost=2)
+    planned = NodeRun.objects.get(job_id=job_id, gid=1).workflow_digest
+    # staff change the workflow after the job was planned
+    workflow.data = {**workflow.data, "credits_script": "function computeCost() { return 3; }"}
+    workflow.save()
+
+    frozen = client.post(f"/api/jobs/{job_id}/retry")
+    assert frozen.status_code == 200
+    assert NodeRun.objects.get(job_id=job_id, gid=1).workflow_digest == planned
+    assert CreditsHold.objects.get(job_id=job_id).per_generation == 2
+    # fail it again, then retry against the workflows as they are now
+    Generation.objects.filter(job_id=job_id, gid=1).update(status="failed", error="boom")
+    NodeRun.objects.filter(job_id=job_id, gid=1).update(status="failed")
+    Job.objects.filter(pk=job_id).update(status="failed")
+
+    refreshed = client.post(f"/api/jobs/{job_id}/retry", {"refresh_workflows": True},
+                            format="json")
+
+    assert refreshed.status_code == 200
+    run = NodeRun.objects.get(job_id=job_id, gid=1)
+    assert run.workflow_digest != planned and run.status == "blocked"
+    assert NodeRun.objects.get(job_id=job_id, gid=0).workflow_digest == planned
+    hold = CreditsHold.objects.get(job_id=job_id)
+    assert hold.per_generation == 3
+    retry = JobHistory.objects.get(job_id=job_id, message="Retry attempt 2")
+    assert retry.data["refresh_workflows"] is True
+    assert retry.data["quote"]["per_generation"] == 3.0
+
+
+@pytest.mark.django_db
+def test_a_refreshing_retry_of_a_deleted_workflow_is_422_and_changes_nothing(api_for, alice):
+    client = api_for(alice)
+    job_id, workflow = _failed_job_of_a_workflow(client, cost=2)
+    workflow.delete()
+    before = list(NodeRun.objects.filter(job_id=job_id).order_by("gid").values())
+    hold_before = CreditsHold.objects.filter(job_id=job_id).values().get()
+
+    response = client.post(f"/api/jobs/{job_id}/retry", {"refresh_workflows": True},
+                           format="json")
+
+    assert response.status_code == 422
+    assert "no longer exists" in response.json()["error"]
+    assert list(NodeRun.objects.filter(job_id=job_id).order_by("gid").values()) == before
+    assert CreditsHold.objects.filter(job_id=job_id).values().get() == hold_before
+    assert Job.objects.get(pk=job_id).status == "failed"
