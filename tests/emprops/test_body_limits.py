@@ -80,3 +80,47 @@ def test_a_chunked_body_over_the_limit_is_an_enveloped_413_and_creates_nothing(a
     assert payload["details"] == {"limit": LIMIT}
     assert _counts() == before
 
+
+
+@pytest.mark.server
+@pytest.mark.timeout(60)
+def test_an_oversized_chunked_upload_is_refused_as_it_arrives_not_after(alice, tmp_path):
+    import socket
+
+    # the hard cap is the largest body any route takes: MAX_UPLOAD_BYTES + 1 MiB (here 1 MiB)
+    web = WebProcess(tmp_path, env={"MAX_UPLOAD_BYTES": "0"}).start()
+    _, key = api_key_create(user=alice)
+    before = _counts()
+    sent, answer = 0, b""
+    try:
+        with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+            sock.sendall(b"POST /api/projects/collections HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nX-API-Key: " + key.encode() +
+                         b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+            sock.settimeout(0.05)
+            while sent < 64 * 1024 * 1024:  # bounded: 64 MiB at most
+                try:
+                    answer += sock.recv(65536)
+                except TimeoutError:
+                    pass
+                if answer:
+                    break
+                try:
+                    sock.sendall(chunk)
+                except OSError:
+                    break
+                sent += 65536
+            sock.settimeout(5)
+            while b"Request body too large" not in answer and len(answer) < 65536:
+                more = sock.recv(65536)
+                if not more:
+                    break
+                answer += more
+    finally:
+        web.stop()
+
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"Request body too large" in answer
+    assert sent < 8 * 1024 * 1024  # refused near the cap, not after the whole upload
+    assert _counts() == before

@@ -324,3 +324,22 @@ def test_a_blocked_address_is_refused_by_the_event_stream_too(transactional_db, 
     assert response.status_code == 429
     assert int(response["Retry-After"]) >= 1
     assert response.json()["error"].startswith("Too many failed authentication attempts")
+
+
+def test_password_guessing_is_limited_per_address(alice, settings):
+    settings.RATE_LIMIT_AUTH_FAIL = "3/min"
+    alice.set_password("right-password")
+    alice.save()
+    guesser = Client(REMOTE_ADDR="203.0.113.20")
+    neighbour = Client(REMOTE_ADDR="203.0.113.21")
+
+    guesses = [guesser.post("/api/auth/token", {"username": "alice", "password": f"guess{i}"},
+                            content_type="application/json").status_code for i in range(4)]
+    right = guesser.post("/api/auth/token", {"username": "alice", "password": "right-password"},
+                         content_type="application/json")
+    other = neighbour.post("/api/auth/token", {"username": "alice", "password": "right-password"},
+                           content_type="application/json")
+
+    assert guesses == [401, 401, 401, 429]
+    assert right.status_code == 429 and int(right["Retry-After"]) >= 1
+    assert other.status_code == 200

@@ -13,7 +13,7 @@ from emprops.accounts import selectors, services
 from emprops.accounts.api import serializers as s
 from emprops.accounts.models import User
 from emprops.api import WWW_AUTHENTICATE
-from emprops.authentication import decode_token, issue_tokens
+from emprops.authentication import decode_token, failed_auth_limit, issue_tokens
 from emprops.errors import DomainError
 from emprops.views import ViewerListView
 
@@ -45,10 +45,12 @@ class TokenObtainView(TokenView):
     def post(self, request: Request) -> Response:
         body = s.TokenObtainInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        user = authenticate(request, username=body.validated_data["username"],
-                            password=body.validated_data["password"])
-        if user is None:
-            raise AuthFailed("Invalid username or password.")
+        # password guessing is what the per-address failed-authentication limit is for
+        with failed_auth_limit(request):
+            user = authenticate(request, username=body.validated_data["username"],
+                                password=body.validated_data["password"])
+            if user is None:
+                raise AuthFailed("Invalid username or password.")
         return Response(issue_tokens(user=user))
 
 
@@ -58,10 +60,11 @@ class TokenRefreshView(TokenView):
     def post(self, request: Request) -> Response:
         body = s.TokenRefreshInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        claims = decode_token(body.validated_data["refresh"], expected_type="refresh")
-        user = selectors.user_get_active(user_id=claims["sub"])
-        if user is None:
-            raise AuthFailed("Unknown user.")
+        with failed_auth_limit(request):
+            claims = decode_token(body.validated_data["refresh"], expected_type="refresh")
+            user = selectors.user_get_active(user_id=claims["sub"])
+            if user is None:
+                raise AuthFailed("Unknown user.")
         return Response(issue_tokens(user=user))
 
 
