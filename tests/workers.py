@@ -104,7 +104,9 @@ def free_port() -> int:
 class WebProcess:
     """uvicorn serving the ASGI app as a subprocess (SSE cannot stream through live_server)."""
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None, *,
+                 app: str = "emprops.asgi:application") -> None:
+        self.app = app
         self.port = free_port()
         self.log = tmp / f"web-{self.port}.log"
         # as `make run` serves it: Django's psycopg connection pool in the web process
@@ -118,7 +120,7 @@ class WebProcess:
     def start(self, timeout: float = 30) -> WebProcess:
         out = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "emprops.asgi:application", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--timeout-graceful-shutdown", "1", "--log-level", "warning"],
             cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout

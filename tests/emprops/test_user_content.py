@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +16,7 @@ from emprops import storage
 from emprops.usercontent import UserContentApp
 from jobs_app.models import Job
 from jobs_app.services import history_add, job_changed
-from tests.workers import ROOT, WebProcess, free_port
+from tests.workers import WebProcess
 
 ATTACK = """<!doctype html><html><head><title>artwork</title></head><body>
 <canvas id="c" width="8" height="8"></canvas>
@@ -54,42 +49,6 @@ attack();
 """
 
 KEY = "generations/u/j/0/2/js.html"
-
-
-class ContentProcess:
-    """The user-content origin as `make run` serves it: uvicorn running emprops.usercontent."""
-
-    def __init__(self, media_root: Path, log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        self.env = {**os.environ, "MEDIA_ROOT": str(media_root)}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ContentProcess:
-        out = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "emprops.usercontent:application", "--host",
-             "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log.read_text())
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("the user-content server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
 
 
 def _write_media(settings: Any, key: str, content: str) -> Path:
@@ -189,7 +148,8 @@ def test_an_html_output_opened_by_staff_runs_in_its_frame_and_reaches_nothing_of
     if not os.path.exists(chromium):
         pytest.skip(f"no Chromium at {chromium}")
     # given an admin web process and the user-content origin, as `make run` starts them
-    content = ContentProcess(Path(settings.MEDIA_ROOT), tmp_path / "content.log").start()
+    content = WebProcess(tmp_path, env={"MEDIA_ROOT": str(settings.MEDIA_ROOT)},
+                         app="emprops.usercontent:application").start()
     web = WebProcess(tmp_path, env={"USER_CONTENT_ORIGIN": content.url}).start()
     _write_media(settings, KEY, ATTACK % {"admin": web.url})
     src = f"{content.url}/media/{KEY}"
