@@ -29,17 +29,15 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from workflows_app.forms import number_text, prompt_fields, validate_payload
+from workflows_app.node_types import COMPONENT_READERS, VARIABLES_STEP_ID
 
 # The base58-like alphabet of hashes (no 0, O, I, l): shared with the PRNG.
 ALPHABET: Final = "123456789abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
 HASH_PREFIX: Final = "oo"
 HASH_BODY_LENGTH: Final = 49
-VARIABLES_STEP_ID: Final = 953
 VERSION: Final = "v2"
 VARIABLE_TYPES: Final = ("pick", "weighted_pick")
 VALUE_TYPES: Final = ("strings", "images", "text", "video", "live_artifact", "integers")
-# Built-in nodes whose page sees `components` (every output so far): they wait for all earlier steps.
-COMPONENT_READERS: Final = frozenset({"js", "p5", "p52vid"})
 # Payload keys that hold a prompt even when their value is plain text (the `prompt` node's field).
 PROMPT_KEYS: Final = frozenset({"prompt"})
 

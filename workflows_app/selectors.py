@@ -21,9 +21,7 @@ from workflows_app.models import (
     UserApiSecret,
     Workflow,
 )
-
-# built-in nodes and the form their payload follows (None: no form validation)
-BUILTIN_NODES = ("variables", "prompt", "js", "p5", "p52vid")
+from workflows_app.node_types import BUILTIN_NAMES
 
 
 def workflow_list(*, include_hidden: bool = False) -> QuerySet[Workflow]:
@@ -45,10 +43,10 @@ def workflows_by_name(*, names: Iterable[str]) -> dict[str, Workflow]:
 
 def node_form_lookup(*, names: Iterable[str]) -> Any:
     """A `node_form(name)` callable for GenerationInput validation: form dict, None, or False."""
-    workflows = workflows_by_name(names=[n for n in names if n not in BUILTIN_NODES])
+    workflows = workflows_by_name(names=[n for n in names if n not in BUILTIN_NAMES])
 
     def node_form(name: str) -> dict[str, Any] | None | bool:
-        if name in BUILTIN_NODES:
+        if name in BUILTIN_NAMES:
             return None
         wf = workflows.get(name)
         if wf is None:
@@ -184,7 +182,7 @@ def workflow_unit_cost(*, workflow: Workflow) -> float:
     """Credits of one generation of this workflow's sample payload (cached per version)."""
     payload = workflow_sample_payload(workflow=workflow)
     script = (workflow.data or {}).get("credits_script")
-    if workflow.name in BUILTIN_NODES and workflow.type != Workflow.Type.BASIC:
+    if workflow.name in BUILTIN_NAMES and workflow.type != Workflow.Type.BASIC:
         return 1.0  # a built-in's cost comes only from a `basic` workflow of its name
     if not isinstance(script, str) or not script.strip():
         return float(credits_cost(None, payload))

@@ -87,7 +87,6 @@ class Node:
     """One step of a generation. Pure with respect to the database."""
 
     name: ClassVar[str]
-    queue: ClassVar[str] = "engine"
 
     def run(self, payload: Mapping[str, Any], ctx: RunContext) -> NodeOutput:
         """Return this step's output for a resolved payload, or raise NodeError."""

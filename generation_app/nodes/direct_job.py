@@ -47,8 +47,6 @@ class DirectJobNode(Node):
     """Fills the job payload from the form and runs the service's handler."""
 
     name: ClassVar[str] = "direct_job"
-    # The real queue is `service.<service_required>`, decided per workflow by the registry.
-    queue: ClassVar[str] = "service"
 
     def run(self, payload: Mapping[str, Any], ctx: RunContext) -> NodeOutput:
         workflow = ctx.workflow

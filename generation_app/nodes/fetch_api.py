@@ -74,7 +74,6 @@ class FetchApiNode(Node):
     """Calls the workflow's API, waits or polls for the result, and stores the output."""
 
     name: ClassVar[str] = "fetch_api"
-    queue: ClassVar[str] = "io"
 
     def __init__(
         self,

@@ -17,7 +17,6 @@ DEFAULT_SYSTEM_PROMPT = (
 
 class PromptNode(Node):
     name = "prompt"
-    queue = "engine"
 
     def run(self, payload: Mapping[str, Any], ctx: RunContext) -> NodeOutput:
         # the runner has already rendered `$name` and `#<id>` mentions into plain text

@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from emprops.sandbox import credits_cost
-from generation_app.nodes.registry import BUILTIN_NODES, VARIABLES_NODE, VARIABLES_STEP_ID
 from workflows_app.models import Workflow
+from workflows_app.node_types import BUILTIN, VARIABLES_NODE, VARIABLES_STEP_ID
 from workflows_app.selectors import workflows_by_name
 
 
@@ -18,9 +18,10 @@ def step_cost(step: Mapping[str, Any], workflows: Mapping[str, Workflow]) -> Dec
         return Decimal(0)
     wf = workflows.get(str(name))
     payload = step.get("nodePayload") if isinstance(step.get("nodePayload"), dict) else {}
+    builtin = BUILTIN.get(str(name))
+    if builtin is not None and (wf is None or wf.type != Workflow.Type.BASIC):
+        return builtin.cost  # a built-in priced only by a `basic` workflow of its name
     if wf is None:
-        return Decimal(1)  # a built-in without a `basic` workflow of its name
-    if name in BUILTIN_NODES and wf.type != Workflow.Type.BASIC:
         return Decimal(1)
     return credits_cost((wf.data or {}).get("credits_script"), payload or {})
 

@@ -8,19 +8,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from collections_app.generation_input import COMPONENT_READERS
 from emprops.errors import GraphError, Unprocessable
 from generation_app.engine.dag import build_dag, find_cycle
 from generation_app.models import WorkflowSnapshot
-from generation_app.nodes.registry import (
-    BUILTIN_NODES,
+from workflows_app.forms import prompt_fields
+from workflows_app.models import Workflow
+from workflows_app.node_types import (
+    BUILTIN,
+    COMPONENT_READERS,
     VARIABLES_NODE,
     VARIABLES_STEP_ID,
     queue_for,
     runs_inline,
 )
-from workflows_app.forms import prompt_fields
-from workflows_app.models import Workflow
 from workflows_app.selectors import server_url_by_name, workflows_by_name
 
 
@@ -100,12 +100,12 @@ def plan_steps(data: Mapping[str, Any]) -> StepPlan:
              if s.get("id") != VARIABLES_STEP_ID and s.get("nodeName") != VARIABLES_NODE]
     skipped = [s for s in steps if s.get("skip")]
     runnable = [s for s in steps if not s.get("skip")]
-    names = {s["nodeName"] for s in runnable if s["nodeName"] not in BUILTIN_NODES}
+    names = {s["nodeName"] for s in runnable if s["nodeName"] not in BUILTIN}
     workflows = workflows_by_name(names=names)
     problems: dict[str, list[str]] = {}
     for index, step in enumerate(runnable):
         name = step["nodeName"]
-        if name in BUILTIN_NODES:
+        if name in BUILTIN:
             continue
         wf = workflows.get(name)
         at = f"steps[{index}].nodeName"

@@ -26,7 +26,6 @@ from collections_app.generation_input import new_hash
 from collections_app.services import collection_create, generation_input_validate
 from emprops.accounts import services as accounts
 from emprops.errors import DomainError, NotFound, ValidationFailed
-from generation_app.nodes.registry import BUILTIN_NODES
 from generation_app.services import webhooks
 from generation_app.services.requests import (
     JobInput,
@@ -40,16 +39,10 @@ from jobs_app.models import Job
 from workflows_app import selectors as workflow_selectors
 from workflows_app.forms import form_defaults, validate_payload
 from workflows_app.models import Workflow
+from workflows_app.node_types import BUILTIN
 
 MAX_BATCH_ITEMS = 100
 WEBHOOK_EVENTS = webhooks.EVENTS
-# the payload keys each built-in node reads; the required one must be a non-empty string
-_BUILTIN_KEYS: dict[str, tuple[str | None, frozenset[str]]] = {
-    "prompt": ("prompt", frozenset({"prompt", "llmEnable", "llmPrompt", "llmTemperature"})),
-    "js": (None, frozenset({"body", "style", "script", "outputMimetype"})),
-    "p5": ("code", frozenset({"code"})),
-    "p52vid": ("code", frozenset({"code", "duration"})),
-}
 _STEP_ID = 1
 
 
@@ -217,7 +210,7 @@ def _error(exc: DomainError) -> dict[str, Any]:
 def _resolve_workflow(*, user: Any, request: GenerateRequest) -> tuple[str, Workflow | None]:
     """The step's nodeName and its workflow (None for a built-in). Hidden workflows are missing
     to non-staff; the 404 names the field that was given."""
-    if request.workflow_name is not None and request.workflow_name in BUILTIN_NODES:
+    if request.workflow_name is not None and request.workflow_name in BUILTIN:
         return request.workflow_name, None
     at = "workflow_id" if request.workflow_id is not None else "workflow_name"
     try:
@@ -238,7 +231,7 @@ def _payload(node_name: str, workflow: Workflow | None,
              inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Form defaults overlaid with the inputs, coerced by the form; 400 naming each bad field."""
     if workflow is None:
-        required, known = _BUILTIN_KEYS[node_name]
+        required, known = BUILTIN[node_name].required_input, BUILTIN[node_name].inputs
         errors = {f"inputs.{k}": [f"The {node_name} node has no input '{k}'."]
                   for k in inputs if k not in known}
         payload = dict(inputs)

@@ -35,7 +35,6 @@ HTML_MIMETYPE = "text/html"
 
 class JsNode(Node):
     name: ClassVar[str] = "js"
-    queue: ClassVar[str] = "browser"
 
     def __init__(
         self, *, timeout_s: float | None = None, viewport: tuple[int, int] = DEFAULT_VIEWPORT

@@ -41,7 +41,6 @@ X264_PARAMS = [
 
 class P52VidNode(Node):
     name: ClassVar[str] = "p52vid"
-    queue: ClassVar[str] = "browser"
 
     def __init__(self, *, timeout_s: float | None = None, fps: float | None = None) -> None:
         self.timeout_s = timeout_s

@@ -26,7 +26,6 @@ def sketch_code(payload: Mapping[str, Any]) -> str:
 
 class P5Node(Node):
     name: ClassVar[str] = "p5"
-    queue: ClassVar[str] = "browser"
 
     def __init__(self, *, timeout_s: float | None = None, frame_budget: int | None = None) -> None:
         self.timeout_s = timeout_s

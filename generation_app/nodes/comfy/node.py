@@ -29,7 +29,6 @@ class ComfyWorkflowNode(Node):
     """Runs `ctx.workflow`'s graph; the first output file (saved outputs before previews) is `src`."""
 
     name: ClassVar[str] = "comfy_workflow"
-    queue: ClassVar[str] = "io"
     default_timeout: ClassVar[float] = 1800.0
 
     def __init__(

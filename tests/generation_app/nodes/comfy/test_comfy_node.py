@@ -112,5 +112,10 @@ def test_a_workflow_without_a_server_is_a_permanent_error(comfy: ComfyTestServer
     assert caught.value.retryable is False
 
 
-def test_the_node_class_declares_its_name_and_queue() -> None:
-    assert (ComfyWorkflowNode.name, ComfyWorkflowNode.queue) == ("comfy_workflow", "io")
+def test_the_registry_declares_the_comfy_node_type_and_its_queue() -> None:
+    from generation_app.nodes.registry import node_class, queue_for
+
+    workflow = {"type": "comfy_workflow", "data": {}}
+    assert node_class("my-comfy", "comfy_workflow") is ComfyWorkflowNode
+    assert ComfyWorkflowNode.name == "comfy_workflow"
+    assert queue_for("my-comfy", {}, workflow) == "io"
