@@ -13,6 +13,8 @@ from django.utils import timezone
 from emprops.errors import DomainError
 from generation_app.models import (
     CollectionSchedule,
+    Generation,
+    NodeRun,
     ScheduleRun,
     Template,
     WebhookAttempt,
@@ -21,7 +23,7 @@ from generation_app.models import (
 )
 from generation_app.services import control
 from generation_app.services.schedules import next_run_after
-from jobs_app.admin import JobAdmin
+from jobs_app.admin import JobAdmin, ReadOnlyAdmin
 from jobs_app.models import Job
 
 
@@ -128,8 +130,30 @@ class TemplateAdmin(admin.ModelAdmin):
     raw_id_fields = ["owner"]
 
 
-# Ops cancel and retry jobs from the job list. jobs_app registers the Job admin but may not
-# import generation_app (STYLE rule 5), so the actions that need the engine are added here.
+# The engine's own rows, read-only: they change only through the engine and its services.
+@admin.register(Generation)
+class GenerationAdmin(ReadOnlyAdmin):
+    list_display = ["job", "gid", "hash", "seed", "status", "failure_type", "started_at",
+                    "completed_at"]
+    list_filter = ["status", "failure_type"]
+    search_fields = ["job__id", "hash", "job__name"]
+    list_select_related = ["job"]
+    show_full_result_count = False
+
+
+@admin.register(NodeRun)
+class NodeRunAdmin(ReadOnlyAdmin):
+    list_display = ["job", "gid", "step_id", "node_name", "alias", "queue", "status", "attempt",
+                    "lease_until", "next_attempt_at", "worker", "progress"]
+    list_filter = ["status", "queue", "node_name"]
+    search_fields = ["job__id", "node_name", "alias", "worker"]
+    list_select_related = ["job"]
+    show_full_result_count = False
+
+
+# Ops cancel and retry jobs from the job list. jobs_app registers the Job admin (the job, its
+# history and events) but may not import generation_app (STYLE rule 5), so the engine's admin
+# replaces that registration with a subclass that adds the actions needing the engine.
 
 
 def _each_job(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job],
@@ -156,4 +180,18 @@ def retry_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Que
               "had nothing to retry")
 
 
-setattr(JobAdmin, "actions", [*(getattr(JobAdmin, "actions", None) or []), cancel_jobs, retry_jobs])  # noqa: B010
+admin.site.unregister(Job)
+
+
+@admin.register(Job)
+class EngineJobAdmin(JobAdmin):
+    """The job page with the engine's rows (generations, node runs) and actions."""
+
+    actions = [cancel_jobs, retry_jobs]
+
+    def _sections_context(self, job: Job) -> dict[str, Any]:
+        return {
+            **super()._sections_context(job),
+            "generations": list(Generation.objects.filter(job=job).order_by("gid")),
+            "node_runs": list(NodeRun.objects.filter(job=job).order_by("gid", "id")),
+        }

@@ -1,6 +1,7 @@
-"""generation_app orchestrates the other apps; most of its records live in jobs_app and
-collections_app. Its own rows: webhooks (an outbox of deliveries written in the same transaction
-as the job change they describe), collection schedules and templates."""
+"""generation_app orchestrates the other apps. Its own rows: the engine's generations and node
+runs (the record of pending work, written only here), the workflow snapshots jobs are planned
+with, webhooks (an outbox of deliveries written in the same transaction as the job change they
+describe), collection schedules and templates. Jobs, their history and events are jobs_app's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,89 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+
+class Generation(models.Model):
+    """One generation (one hash) of a job."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        WAITING = "waiting"  # over the user's running-generation cap: waits its turn
+        PROCESSING = "processing"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    job = models.ForeignKey("jobs_app.Job", on_delete=models.CASCADE, related_name="generations")
+    gid = models.IntegerField()
+    hash = models.CharField(max_length=200)
+    seed = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    variables = models.JSONField(default=dict)
+    position = models.BigIntegerField(default=0)  # order among the user's waiting generations
+    outputs = models.JSONField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    failure_type = models.CharField(max_length=32, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "job_generation"
+        ordering = ["job", "gid"]
+        constraints = [models.UniqueConstraint(fields=["job", "gid"], name="uniq_job_gid")]
+
+
+class NodeRun(models.Model):
+    """One step of one generation: claimed with a conditional update and a lease."""
+
+    class Status(models.TextChoices):
+        BLOCKED = "blocked"  # waits for upstream steps
+        QUEUED = "queued"  # ready; announced to a queue
+        RUNNING = "running"  # claimed; lease_until bounds the claim
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        SKIPPED = "skipped"
+
+    job = models.ForeignKey("jobs_app.Job", on_delete=models.CASCADE, related_name="node_runs")
+    gid = models.IntegerField()
+    step_id = models.BigIntegerField()
+    node_name = models.CharField(max_length=200)
+    alias = models.CharField(max_length=300, null=True, blank=True)
+    # The frozen plan, written when the job is planned: the steps this run waits on, its queue,
+    # whether it runs inside the engine task that releases it, and the content address of the
+    # workflow snapshot it runs (generation_app's WorkflowSnapshot). Nothing re-reads live
+    # workflows to decide what runs next.
+    queue = models.CharField(max_length=100, default="engine")
+    depends_on = models.JSONField(default=list, blank=True)
+    inline = models.BooleanField(default=False)
+    workflow_digest = models.CharField(max_length=64, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BLOCKED)
+    attempt = models.IntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    announced_at = models.DateTimeField(null=True, blank=True)
+    progress = models.FloatField(default=0)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    worker = models.CharField(max_length=200, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "node_run"
+        ordering = ["job", "gid", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "gid", "step_id"],
+                                               name="uniq_node_run")]
+        indexes = [models.Index(fields=["status", "next_attempt_at"]),
+                   models.Index(fields=["status", "lease_until"])]
+
 
 
 class WebhookSecret(models.Model):

@@ -23,7 +23,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from jobs_app.events import EVENTS_TOKEN_MAX_AGE, EVENTS_TOKEN_SALT
-from jobs_app.models import Generation, Job, JobEvent, JobHistory, NodeRun
+from jobs_app.models import Job, JobEvent, JobHistory
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -168,11 +168,8 @@ class JobAdmin(admin.ModelAdmin):
         return job
 
     def _sections_context(self, job: Job) -> dict[str, Any]:
-        return {
-            "generations": list(job.generations.order_by("gid")),
-            "node_runs": list(job.node_runs.order_by("gid", "id")),
-            "outputs": job_outputs(job),
-        }
+        """What the live sections show; the engine's admin adds its generations and node runs."""
+        return {"generations": [], "node_runs": [], "outputs": job_outputs(job)}
 
     def sections_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
         """The generations, node runs and outputs as an HTML fragment the page swaps in."""
@@ -204,26 +201,6 @@ class JobAdmin(admin.ModelAdmin):
                 "finished_statuses": ",".join(Job.FINISHED),
             })
         return super().change_view(request, object_id, form_url, extra_context=context)
-
-
-@admin.register(Generation)
-class GenerationAdmin(ReadOnlyAdmin):
-    list_display = ["job", "gid", "hash", "seed", "status", "failure_type", "started_at",
-                    "completed_at"]
-    list_filter = ["status", "failure_type"]
-    search_fields = ["job__id", "hash", "job__name"]
-    list_select_related = ["job"]
-    show_full_result_count = False
-
-
-@admin.register(NodeRun)
-class NodeRunAdmin(ReadOnlyAdmin):
-    list_display = ["job", "gid", "step_id", "node_name", "alias", "queue", "status", "attempt",
-                    "lease_until", "next_attempt_at", "worker", "progress"]
-    list_filter = ["status", "queue", "node_name"]
-    search_fields = ["job__id", "node_name", "alias", "worker"]
-    list_select_related = ["job"]
-    show_full_result_count = False
 
 
 @admin.register(JobHistory)

@@ -13,12 +13,13 @@ from django.utils import timezone
 from collections_app.services import generation_input_validate
 from emprops.accounts import services as accounts
 from emprops.errors import Conflict
+from generation_app.models import Generation, NodeRun
 from generation_app.services import execution
 from generation_app.services.quote import quote_steps
 from generation_app.services.steps import node_run_plan, plan_steps, workflow_snapshots_store
 from jobs_app import selectors as job_selectors
 from jobs_app import services as jobs
-from jobs_app.models import Generation, Job, NodeRun
+from jobs_app.models import Job
 
 
 @transaction.atomic

@@ -27,13 +27,13 @@ from emprops import storage
 from emprops.accounts import services as accounts
 from generation_app.engine import richtext
 from generation_app.engine.refs import RefError, resolve_payload
-from generation_app.models import WorkflowSnapshot
+from generation_app.models import Generation, NodeRun, WorkflowSnapshot
 from generation_app.nodes.base import NodeError, NodeOutput, RunContext
 from generation_app.nodes.registry import VARIABLES_STEP_ID, node_class
 from generation_app.services import webhooks
 from generation_app.services.steps import workflow_snapshot_load
 from jobs_app import services as jobs
-from jobs_app.models import Generation, Job, NodeRun
+from jobs_app.models import Job
 from workflows_app.models import UserApiSecret
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from emprops.idempotency import idempotency_purge
+from generation_app.models import Generation, NodeRun
 from generation_app.nodes.base import NodeError
 from generation_app.services import execution
-from jobs_app.models import Generation, Job, NodeRun
+from jobs_app.models import Job
 
 logger = logging.getLogger(__name__)
 

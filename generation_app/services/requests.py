@@ -21,6 +21,7 @@ from emprops.accounts import services as accounts
 from emprops.errors import ValidationFailed
 from generation_app.engine.prng import generation_seed
 from generation_app.engine.variables import pick_variables
+from generation_app.models import Generation, NodeRun
 from generation_app.services import execution
 from generation_app.services.quote import quote_steps
 from generation_app.services.steps import (
@@ -30,7 +31,7 @@ from generation_app.services.steps import (
     workflow_snapshots_store,
 )
 from jobs_app import services as jobs
-from jobs_app.models import Generation, Job, NodeRun
+from jobs_app.models import Job
 
 MAX_HASH_LENGTH = 200
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from emprops.accounts.models import CreditsBalance, CreditsHold
-from jobs_app.models import Generation, Job, JobHistory, NodeRun
+from generation_app.models import Generation, NodeRun
+from jobs_app.models import Job, JobHistory
 from tests.peers.comfyui_server import ComfyTestServer, invert_graph
 from tests.workers import wait_for
 from workflows_app.models import Server, Workflow

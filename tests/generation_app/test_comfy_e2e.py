@@ -13,7 +13,8 @@ from PIL import Image
 
 from collections_app.models import FlatFile
 from emprops.accounts.models import CreditsHistory
-from jobs_app.models import Job, JobEvent, JobHistory, NodeRun
+from generation_app.models import NodeRun
+from jobs_app.models import Job, JobEvent, JobHistory
 from tests.peers.comfyui_server import ComfyTestServer, invert_graph
 from tests.workers import wait_for
 from workflows_app.models import Server, Workflow

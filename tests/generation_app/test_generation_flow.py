@@ -10,7 +10,8 @@ from django.core.files.storage import default_storage
 from collections_app.models import ComponentFlatFile, FlatFile
 from emprops.accounts.models import CreditsBalance, CreditsHistory, CreditsHold
 from generation_app.engine.prng import HashRandom
-from jobs_app.models import Job, JobEvent, JobHistory, NodeRun
+from generation_app.models import NodeRun
+from jobs_app.models import Job, JobEvent, JobHistory
 from tests.workers import wait_for
 
 GOLDEN = "0x1b6d7d3b5716b08423674afa46cb18cc4d9e1a275822e32018d418b272d55697"

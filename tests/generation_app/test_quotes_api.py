@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from emprops.accounts.models import CreditsHold
-from jobs_app.models import Job, NodeRun
+from generation_app.models import NodeRun
+from jobs_app.models import Job
 from workflows_app.models import Workflow
 
 CREDITS = "function computeCost(context){ return {cost: Math.ceil(parseInt(context.steps||20)/10)} }"

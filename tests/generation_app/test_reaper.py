@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from generation_app.models import Generation
 from generation_app.services import reaper
-from jobs_app.models import Generation
 
 
 def _prompt_collection(client):

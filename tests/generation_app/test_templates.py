@@ -9,8 +9,8 @@ import pytest
 
 from collections_app.models import Collection
 from emprops.accounts.services import credits_grant
-from generation_app.models import Template
-from jobs_app.models import Generation, Job
+from generation_app.models import Generation, Template
+from jobs_app.models import Job
 
 DATA = {
     "steps": [

@@ -19,7 +19,8 @@ from django.utils import timezone
 from collections_app.models import Collection, Component, Project
 from emprops.accounts.models import CreditsBalance, CreditsHold, IdempotencyKey
 from generation_app.engine.prng import HashRandom
-from jobs_app.models import Generation, Job, NodeRun
+from generation_app.models import Generation, NodeRun
+from jobs_app.models import Job
 from tests.peers.http_api import HttpApiPeer
 from tests.workers import WebProcess, wait_for
 from workflows_app.models import Workflow

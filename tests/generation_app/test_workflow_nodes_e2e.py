@@ -12,7 +12,8 @@ import pytest
 from django.core.files.storage import default_storage
 
 from collections_app.models import FlatFile
-from jobs_app.models import Generation, Job, JobHistory, NodeRun
+from generation_app.models import Generation, NodeRun
+from jobs_app.models import Job, JobHistory
 from tests.peers.http_api import HttpApiPeer
 from tests.peers.openai_server import OpenAIPeer
 from tests.workers import wait_for

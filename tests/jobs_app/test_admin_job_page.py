@@ -14,8 +14,9 @@ import pytest
 from django.core import signing
 from django.db import connections, transaction
 
+from generation_app.models import Generation, NodeRun
 from jobs_app.events import EVENTS_TOKEN_SALT
-from jobs_app.models import Generation, Job, JobEvent, JobHistory, NodeRun
+from jobs_app.models import Job, JobEvent, JobHistory
 from jobs_app.services import history_add, job_changed
 from tests.workers import WebProcess
 
@@ -179,8 +180,8 @@ def test_jobs_and_their_records_cannot_be_edited_in_admin(client, staff, alice):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("url", ["/admin/jobs_app/job/?status=completed&q=Foxes",
-                                 "/admin/jobs_app/generation/?status=completed",
-                                 "/admin/jobs_app/noderun/?queue=browser",
+                                 "/admin/generation_app/generation/?status=completed",
+                                 "/admin/generation_app/noderun/?queue=browser",
                                  "/admin/jobs_app/jobhistory/?status=processing",
                                  "/admin/jobs_app/jobevent/?event_type=job_history"])
 def test_the_lists_filter_and_search(client, staff, alice, url):
