@@ -722,16 +722,23 @@ def renumber(
     return result
 
 
-def count_generations(data: Mapping[str, Any]) -> int:
-    """How many generations a request without explicit hashes or count makes."""
+def stored_hashes(data: Mapping[str, Any]) -> list[str]:
+    """The non-empty string hashes a GenerationInput carries in `generations.hashes`."""
     generations = data.get("generations")
     if not isinstance(generations, Mapping):
-        return 1
-    hashes = generations.get("hashes") or []
-    if hashes or generations.get("use_custom_hashes"):
-        return len(hashes)
-    count = generations.get("generations")
-    return count if isinstance(count, int) and not isinstance(count, bool) else 1
+        return []
+    return [h for h in generations.get("hashes") or [] if isinstance(h, str) and h]
+
+
+def count_generations(data: Mapping[str, Any]) -> int:
+    """How many generations a GenerationInput makes by itself: one per stored hash, else
+    `generations.generations` (at least 1). The one rule that requests, quotes and schedules use."""
+    stored = stored_hashes(data)
+    if stored:
+        return len(stored)
+    generations = data.get("generations")
+    n = generations.get("generations") if isinstance(generations, Mapping) else None
+    return max(1, n) if isinstance(n, int) and not isinstance(n, bool) else 1
 
 
 def generation_hashes(
@@ -743,15 +750,11 @@ def generation_hashes(
 ) -> list[str]:
     """The hashes of a request's generations, one per generation.
 
-    Explicit `hashes` win; else the data's hashes when it has some (or `use_custom_hashes` is set);
-    else `count` (or the data's `generations.generations`) fresh hashes from `make_hash`.
+    Explicit `hashes` win; else `count` fresh hashes (the request asked for that many); else the
+    data's own hashes; else `count_generations(data)` fresh hashes from `make_hash`.
     """
-    if hashes:
+    if hashes is not None:
         return list(hashes)
-    generations = data.get("generations")
-    generations = generations if isinstance(generations, Mapping) else {}
-    stored = generations.get("hashes") or []
-    if stored or generations.get("use_custom_hashes"):
-        return list(stored)
-    n = count if count is not None else count_generations(data)
-    return [make_hash() for _ in range(max(0, n))]
+    if count is not None:
+        return [make_hash() for _ in range(max(0, count))]
+    return stored_hashes(data) or [make_hash() for _ in range(count_generations(data))]

@@ -104,8 +104,8 @@ def _replan(*, job: Job, gids: list[int]) -> _Replan:
     plan_steps(job.input or {})
     data = generation_input_validate(job.input or {})
     plan = plan_steps(data)
-    quote = quote_steps(plan.steps, generations=len(gids))
-    per_generation = quote.pop("_per_generation")
+    quoted = quote_steps(plan.steps, generations=len(gids))
+    quote, per_generation = quoted.public(), quoted.per_generation
     digests = workflow_snapshots_store(plan.workflows)
     runs = {}
     for step in plan.steps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +27,27 @@ def step_cost(step: Mapping[str, Any], workflows: Mapping[str, Workflow]) -> Dec
     return credits_cost((wf.data or {}).get("credits_script"), payload or {})
 
 
-def quote_steps(steps: Iterable[Mapping[str, Any]], *, generations: int) -> dict[str, Any]:
-    """`{per_generation, total_cost, breakdown: [{nodeName, stepId, cost}]}` for `generations`."""
+@dataclass(frozen=True)
+class Quote:
+    """What generations of some steps cost: per generation (exact) and itemised per step."""
+
+    per_generation: Decimal
+    generations: int
+    breakdown: tuple[dict[str, Any], ...]
+
+    @property
+    def total(self) -> Decimal:
+        return self.per_generation * self.generations
+
+    def public(self) -> dict[str, Any]:
+        """The wire format (SPEC section 7): `{per_generation, total_cost, generations,
+        breakdown: [{nodeName, stepId, cost}]}`."""
+        return {"per_generation": float(self.per_generation), "total_cost": float(self.total),
+                "generations": self.generations, "breakdown": [dict(b) for b in self.breakdown]}
+
+
+def quote_steps(steps: Iterable[Mapping[str, Any]], *, generations: int) -> Quote:
+    """The quote of `steps` for `generations` generations (runs each credits script once)."""
     steps = [s for s in steps if isinstance(s, Mapping)]
     workflows = workflows_by_name(names={str(s.get("nodeName")) for s in steps})
     breakdown = []
@@ -39,7 +59,5 @@ def quote_steps(steps: Iterable[Mapping[str, Any]], *, generations: int) -> dict
         per_generation += cost
         breakdown.append({"nodeName": step.get("nodeName"), "stepId": step.get("id"),
                           "cost": float(cost)})
-    total = per_generation * generations
-    return {"per_generation": float(per_generation), "total_cost": float(total),
-            "generations": generations, "breakdown": breakdown,
-            "_per_generation": per_generation}
+    return Quote(per_generation=per_generation, generations=generations,
+                 breakdown=tuple(breakdown))

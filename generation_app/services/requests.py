@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from collections_app import selectors as collection_selectors
-from collections_app.generation_input import new_hash
+from collections_app.generation_input import generation_hashes
 from collections_app.services import generation_input_validate
 from emprops.accounts import services as accounts
 from emprops.errors import ValidationFailed
@@ -72,21 +72,6 @@ def hashes_check(hashes: Sequence[Any] | None) -> list[str] | None:
     return list(hashes)
 
 
-def _hashes(data: Mapping[str, Any], *, count: int | None, hashes: list[Any] | None) -> list[str]:
-    checked = hashes_check(hashes)
-    if checked is not None:
-        return checked
-    if count is not None:
-        return [new_hash() for _ in range(count)]
-    gens = data.get("generations") or {}
-    stored = [h for h in gens.get("hashes") or [] if isinstance(h, str) and h]
-    if stored:
-        return stored
-    raw = gens.get("generations")
-    n = raw if isinstance(raw, int) else 1
-    return [new_hash() for _ in range(max(1, n))]
-
-
 def _apply_variable_overrides(variables: list[dict[str, Any]],
                               overrides: Mapping[str, Any]) -> dict[str, str]:
     known = {v.get("name") for v in variables}
@@ -141,8 +126,8 @@ def job_input_quote(*, data: dict[str, Any], plan: StepPlan, hashes: list[str],
                     overrides: Mapping[str, str] | None = None) -> JobInput:
     """Quote a validated and planned GenerationInput for these hashes (runs each step's credits
     script once); writes nothing."""
-    quote = quote_steps(plan.steps, generations=len(hashes))
-    per_generation = quote.pop("_per_generation")
+    quoted = quote_steps(plan.steps, generations=len(hashes))
+    quote, per_generation = quoted.public(), quoted.per_generation
     return JobInput(data=data, plan=plan, hashes=hashes, quote=quote,
                     per_generation=per_generation, variables=dict(variables or {}),
                     overrides=dict(overrides or {}))
@@ -159,7 +144,7 @@ def job_input_prepare(*, user: Any, data: Any, variables: Mapping[str, Any] | No
     if count is not None and count > limit:
         raise ValidationFailed(f"count must be at most {limit}.",
                                details={"count": [f"At most {limit} generations per request."]})
-    hash_list = _hashes(data, count=count, hashes=hashes)
+    hash_list = generation_hashes(data, count=count, hashes=hashes_check(hashes))
     if len(hash_list) > limit:
         raise ValidationFailed(f"At most {limit} generations per request.",
                                details={"hashes": [f"At most {limit} generations."]})

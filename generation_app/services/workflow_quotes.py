@@ -8,6 +8,7 @@ from uuid import UUID
 
 from django.db import transaction
 
+from collections_app.generation_input import count_generations
 from collections_app.services import generation_input_validate
 from emprops.errors import Unprocessable, ValidationFailed
 from generation_app.services.quote import quote_steps
@@ -29,11 +30,6 @@ def _one_step_input(workflow: Workflow, payload: Mapping[str, Any], *,
         "generations": {"hashes": [], "generations": generations, "use_custom_hashes": False},
         "variables": [],
     }
-
-
-def _public_quote(quote: dict[str, Any]) -> dict[str, Any]:
-    quote.pop("_per_generation", None)
-    return quote
 
 
 def workflow_inputs_validate(*, workflow: Workflow, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,24 +54,14 @@ def workflow_quote(*, user: Any, workflow_id: UUID | str, inputs: Mapping[str, A
     workflow = workflows.workflow_get(user=user, workflow_id=workflow_id)
     payload = workflow_inputs_validate(workflow=workflow, inputs=inputs)
     data = _one_step_input(workflow, payload, generations=count)
-    return _public_quote(quote_steps(data["steps"], generations=count))
-
-
-def _generation_count(data: Mapping[str, Any]) -> int:
-    gens = data.get("generations") or {}
-    hashes = [h for h in gens.get("hashes") or [] if isinstance(h, str) and h]
-    if hashes:
-        return len(hashes)
-    n = gens.get("generations")
-    return max(1, n) if isinstance(n, int) and not isinstance(n, bool) else 1
+    return quote_steps(data["steps"], generations=count).public()
 
 
 def instruction_set_quote(*, data: Any) -> dict[str, Any]:
     """The quote of a whole GenerationInput: every step, times its number of generations; a
     GenerationInput that fails validation is GraphError (400)."""
     clean = generation_input_validate(data)
-    return _public_quote(quote_steps(clean.get("steps") or [],
-                                     generations=_generation_count(clean)))
+    return quote_steps(clean.get("steps") or [], generations=count_generations(clean)).public()
 
 
 def workflow_test_run(*, user: Any, workflow_id: UUID | str) -> Job:

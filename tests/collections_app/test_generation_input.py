@@ -731,12 +731,14 @@ def test_generation_hashes_explicit_hashes_win():
     assert generation_hashes(stored, count=5, hashes=["h1", "h2"]) == ["h1", "h2"]
 
 
-def test_generation_hashes_stored_hashes_next():
+def test_generation_hashes_a_count_next_then_stored_hashes():
+    made = iter(f"h{i}" for i in range(100))
     stored = data(
-        generations={"hashes": ["s1", "s2"], "generations": 3, "use_custom_hashes": False}
+        generations={"hashes": ["s1", "s2", ""], "generations": 3, "use_custom_hashes": False}
     )
 
-    assert generation_hashes(stored, count=5) == ["s1", "s2"]
+    assert generation_hashes(stored, count=3, make_hash=lambda: next(made)) == ["h0", "h1", "h2"]
+    assert generation_hashes(stored) == ["s1", "s2"]
 
 
 def test_generation_hashes_fresh_from_count_or_generations():
