@@ -95,7 +95,7 @@ class JobInput:
     data: dict[str, Any]
     plan: StepPlan
     hashes: list[str]
-    quote: dict[str, Any]  # the public quote (no `_per_generation`)
+    quote: dict[str, Any]  # the public quote (Quote.public())
     per_generation: Decimal
     variables: dict[str, Any] = field(default_factory=dict)  # overrides as given, kept on the job
     overrides: dict[str, str] = field(default_factory=dict)  # the same, as pick_variables takes them

@@ -35,9 +35,9 @@ from generation_app.services.requests import (
     max_generations,
 )
 from generation_app.services.steps import plan_steps
+from generation_app.services.workflow_quotes import workflow_inputs_validate
 from jobs_app.models import Job
 from workflows_app import selectors as workflow_selectors
-from workflows_app.forms import form_defaults, validate_payload
 from workflows_app.models import Workflow
 from workflows_app.node_types import BUILTIN
 
@@ -243,20 +243,7 @@ def _payload(node_name: str, workflow: Workflow | None,
         if errors:
             raise ValidationFailed(_first(errors), details=errors)
         return payload
-    form = (workflow.data or {}).get("form")
-    form = form if isinstance(form, dict) else None
-    payload = {**form_defaults(form), **inputs}
-    declared = {f.get("id") for f in (form or {}).get("fields") or [] if isinstance(f, dict)}
-    errors = {}
-    if declared:
-        errors = {f"inputs.{k}": [f"Workflow '{workflow.name}' has no field '{k}'."]
-                  for k in inputs if k not in declared}
-    confs = workflow_selectors.form_conf_map(forms=[form]) if form else {}
-    coerced, field_errors = validate_payload(form, payload, conf_options=confs)
-    errors.update({f"inputs.{k}": v for k, v in field_errors.items()})
-    if errors:
-        raise ValidationFailed(_first(errors), details=errors)
-    return coerced
+    return workflow_inputs_validate(workflow=workflow, inputs=inputs)
 
 
 def _check_webhook(webhook: Mapping[str, Any] | None) -> None:

@@ -34,16 +34,22 @@ def _one_step_input(workflow: Workflow, payload: Mapping[str, Any], *,
 
 def workflow_inputs_validate(*, workflow: Workflow, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """The form defaults overlaid with `inputs`, coerced by the form; ValidationFailed (400) with
-    `inputs.<field>` details otherwise."""
+    `inputs.<field>` details for a field the form does not declare or a value it refuses. The one
+    check of form inputs: quotes, the unified API, batches and templates use it."""
     form = (workflow.data or {}).get("form")
     form = form if isinstance(form, dict) else None
     payload = {**form_defaults(form), **inputs}
+    declared = {f.get("id") for f in (form or {}).get("fields") or [] if isinstance(f, dict)}
+    errors: dict[str, list[str]] = {}
+    if declared:
+        errors = {f"inputs.{k}": [f"Workflow '{workflow.name}' has no field '{k}'."]
+                  for k in inputs if k not in declared}
     confs = workflows.form_conf_map(forms=[form] if form else [])
-    coerced, errors = validate_payload(form, payload, conf_options=confs)
+    coerced, field_errors = validate_payload(form, payload, conf_options=confs)
+    errors.update({f"inputs.{k}": v for k, v in field_errors.items()})
     if errors:
         first = next(iter(errors))
-        raise ValidationFailed(f"Invalid input: inputs.{first}: {errors[first][0]}",
-                               details={f"inputs.{k}": v for k, v in errors.items()})
+        raise ValidationFailed(f"Invalid input: {first}: {errors[first][0]}", details=errors)
     return coerced
 
 
