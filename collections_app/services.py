@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from collections_app import generation_input as gi
@@ -20,6 +20,7 @@ from collections_app.models import (
     CollectionPreviewVersion,
     CollectionRemix,
     Component,
+    FlatFile,
     Project,
 )
 from emprops.api import get_or_not_found
@@ -266,3 +267,27 @@ def collection_remix(*, user: Any, collection_id: UUID, project_id: UUID | None 
     CollectionRemix.objects.create(source=source, target=target,
                                    version=latest.version if latest else None)
     return target
+
+
+def output_files_record(*, user_id: Any, job_id: Any, component_id: int, rel_id: str,
+                        files: Mapping[str, tuple[str, str]], gen_in_data: Mapping[str, Any],
+                        gen_out_data: Mapping[str, Any]) -> None:
+    """Record a step's stored outputs as `flat_file` rows, one per storage key (a retried run
+    updates its rows), linked to the step's component when it has one. Two statements."""
+    rows = [FlatFile(user_id=user_id, name=name, storage_key=key, mime_type=mime,
+                     rel_type="component_test", rel_id=rel_id, gen_in_data=dict(gen_in_data),
+                     gen_out_data=dict(gen_out_data), job_id=job_id)
+            for name, (key, mime) in files.items()]
+    if not rows:
+        return
+    saved = FlatFile.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["storage_key"],
+        update_fields=["user", "name", "mime_type", "rel_type", "rel_id", "gen_in_data",
+                       "gen_out_data", "job_id"])
+    with connection.cursor() as cursor:
+        # the link only where the component exists (a step of a collection, not a one-off input)
+        cursor.execute(
+            "INSERT INTO component_flat_file (component_id, flat_file_id) "
+            "SELECT c.id, f.id FROM component c, unnest(%s::bigint[]) AS f(id) WHERE c.id = %s "
+            "ON CONFLICT ON CONSTRAINT uniq_component_flat_file DO NOTHING",
+            [[row.pk for row in saved], component_id])

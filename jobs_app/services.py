@@ -14,9 +14,10 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
-from jobs_app.models import Job, JobEvent, JobHistory
+from jobs_app.models import Job, JobHistory
 
 logger = logging.getLogger(__name__)
 _redis: redis.Redis | None = None
@@ -51,19 +52,27 @@ def history_row_data(row: JobHistory) -> dict[str, Any]:
             "created_at": row.created_at.isoformat()}
 
 
-def event_emit(*, job: Job, event_type: str, data: dict[str, Any]) -> JobEvent:
-    """Append an event (next per-job sequence number) and publish it when the transaction commits."""
-    # one statement takes the next number and locks the job row until commit, so the
-    # sequence has no gaps or duplicates however many workers write events of one job
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE job SET event_seq = event_seq + 1 WHERE id = %s RETURNING event_seq",
-                       [job.pk])
-        seq_value = cursor.fetchone()[0]
+def event_emit(*, job: Job, event_type: str, data: dict[str, Any]) -> int:
+    """Append an event (next per-job sequence number) and publish it when the transaction commits;
+    returns its sequence number."""
     clean = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
-    event = JobEvent.objects.create(job=job, seq=seq_value, event_type=event_type, data=clean)
-    payload = json.dumps({"seq": seq_value, "event": event_type, "data": clean})
-    transaction.on_commit(lambda: _publish(job.pk, payload))
-    return event
+    # One statement takes the next number (locking the job row until commit, so the sequence has
+    # no gaps or duplicates however many workers write events of one job) and writes the row.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH s AS (UPDATE job SET event_seq = event_seq + 1 WHERE id = %s "
+            "RETURNING event_seq) "
+            "INSERT INTO job_event (job_id, seq, event_type, data, created_at) "
+            "SELECT %s, s.event_seq, %s, %s::jsonb, %s FROM s RETURNING seq",
+            [job.pk, job.pk, event_type, json.dumps(clean), timezone.now()])
+        seq_value = int(cursor.fetchone()[0])
+    _publish_on_commit(job.pk, seq_value, event_type, clean)
+    return seq_value
+
+
+def _publish_on_commit(job_id: Any, seq: int, event_type: str, data: dict[str, Any]) -> None:
+    payload = json.dumps({"seq": seq, "event": event_type, "data": data})
+    transaction.on_commit(lambda: _publish(job_id, payload))
 
 
 def job_changed(*, job: Job) -> None:
@@ -73,18 +82,33 @@ def job_changed(*, job: Job) -> None:
 
 def history_add(*, job: Job, status: str, message: str, data: dict[str, Any] | None = None,
                 retry_attempt: int = 0, dedupe_key: str | None = None) -> JobHistory | None:
-    """A history row plus its `job_history` event; a repeated `dedupe_key` writes nothing."""
+    """A history row plus its `job_history` event; a repeated `dedupe_key` writes nothing.
+
+    One statement writes both: the row (skipped on a repeated dedupe key), the next event number
+    and the event that carries the row, so a node run's history costs one round trip.
+    """
     clean = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
-    if dedupe_key is not None:
-        try:
-            with transaction.atomic():
-                row = JobHistory.objects.create(job=job, status=status, message=message,
-                                                data=clean, retry_attempt=retry_attempt,
-                                                dedupe_key=dedupe_key)
-        except IntegrityError:
-            return None
-    else:
-        row = JobHistory.objects.create(job=job, status=status, message=message, data=clean,
-                                        retry_attempt=retry_attempt)
-    event_emit(job=job, event_type="job_history", data=history_row_data(row))
-    return row
+    now = timezone.now()
+    event_data = {"id": None, "job_id": str(job.pk), "status": status, "message": message,
+                  "data": clean, "retry_attempt": retry_attempt, "created_at": now.isoformat()}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH h AS ("
+            " INSERT INTO job_history (job_id, status, message, data, retry_attempt, dedupe_key,"
+            " created_at) VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s)"
+            " ON CONFLICT ON CONSTRAINT uniq_history_dedupe DO NOTHING RETURNING id), "
+            "s AS (UPDATE job SET event_seq = event_seq + 1 WHERE id = %s"
+            " AND EXISTS (SELECT 1 FROM h) RETURNING event_seq) "
+            "INSERT INTO job_event (job_id, seq, event_type, data, created_at) "
+            "SELECT %s, s.event_seq, 'job_history', jsonb_set(%s::jsonb, '{id}', to_jsonb(h.id)),"
+            " %s FROM s, h RETURNING seq, (data->>'id')::bigint",
+            [job.pk, status, message, json.dumps(clean), retry_attempt, dedupe_key, now,
+             job.pk, job.pk, json.dumps(event_data), now])
+        written = cursor.fetchone()
+    if written is None:  # the dedupe key was there already
+        return None
+    seq_value, row_id = int(written[0]), int(written[1])
+    event_data["id"] = row_id
+    _publish_on_commit(job.pk, seq_value, "job_history", event_data)
+    return JobHistory(id=row_id, job=job, status=status, message=message, data=clean,
+                      retry_attempt=retry_attempt, dedupe_key=dedupe_key, created_at=now)

@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from collections_app.models import Component, ComponentFlatFile, FlatFile
+from collections_app.services import output_files_record
 from emprops import storage
 from emprops.accounts import services as accounts
 from generation_app.engine import richtext
@@ -77,12 +77,14 @@ def _announce_on_commit(items: list[Announce]) -> None:
     transaction.on_commit(send)
 
 
-def _queue_ready(job: Job, gid: int) -> list[Ready]:
+def _queue_ready(job: Job, gid: int, *, unfinished: list[int] | None = None) -> list[Ready]:
     """Mark the generation's blocked runs whose dependencies (frozen in the plan) are done as
-    queued."""
+    queued. `unfinished`, when given, receives the ids of the generation's runs not done."""
     runs = list(NodeRun.objects.filter(job=job, gid=gid).values(
         "id", "step_id", "status", "queue", "inline", "depends_on"))
     done = {r["step_id"] for r in runs if r["status"] in DONE}
+    if unfinished is not None:
+        unfinished += [r["id"] for r in runs if r["status"] not in DONE]
     ready = [r for r in runs if r["status"] == NodeRun.Status.BLOCKED
              and all(d in done or d == VARIABLES_STEP_ID for d in r["depends_on"] or ())]
     if not ready:
@@ -407,10 +409,9 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
                                "output": output},
                          retry_attempt=run.attempt - 1,
                          dedupe_key=f"done:{run.gid}:{run.step_id}:{locked.retry_count}")
-        ready = _queue_ready(locked, run.gid)
-        remaining = NodeRun.objects.filter(job=locked, gid=run.gid).exclude(
-            status__in=DONE).exists()
-        if not remaining:
+        unfinished: list[int] = []
+        ready = _queue_ready(locked, run.gid, unfinished=unfinished)
+        if not unfinished:
             _generation_completed(job=locked, gen=gen)
         _update_progress(locked)
         inline = [item.run_id for item in ready if item.inline]
@@ -423,16 +424,9 @@ def _record_files(*, run: NodeRun, job: Job, gen: Generation,
     collection_id = (job.data or {}).get("collectionId")
     gen_in = dict(job.input or {})
     gen_in["generations"] = {"hashes": [gen.hash], "generations": 1, "use_custom_hashes": True}
-    component = Component.objects.filter(pk=run.step_id).first()
-    for name, (key, mime) in stored.items():
-        flat, _ = FlatFile.objects.update_or_create(
-            storage_key=key,
-            defaults={"user_id": job.user_id, "name": name, "mime_type": mime,
-                      "rel_type": "component_test", "rel_id": f"{collection_id}_{run.step_id}",
-                      "gen_in_data": gen_in, "gen_out_data": dict(output), "job_id": job.id},
-        )
-        if component is not None:
-            ComponentFlatFile.objects.get_or_create(component=component, flat_file=flat)
+    output_files_record(user_id=job.user_id, job_id=job.id, component_id=run.step_id,
+                        rel_id=f"{collection_id}_{run.step_id}", files=stored,
+                        gen_in_data=gen_in, gen_out_data=output)
 
 
 def _generation_output(job: Job, gen: Generation) -> dict[str, Any]:
