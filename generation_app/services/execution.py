@@ -388,8 +388,22 @@ def _step_output(result: NodeOutput, stored: Mapping[str, tuple[str, str]]) -> d
     return out
 
 
+def _claim_renew(run: NodeRun) -> bool:
+    """Renew this attempt's lease if it still holds the claim (False: cancelled or taken over).
+
+    While the lease is live no one may take the run over, so what is written next (the output
+    files) belongs to the attempt that records it."""
+    lease = timezone.now() + timedelta(seconds=settings.NODE_LEASE_SECONDS)
+    return bool(NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
+                                       attempt=run.attempt).update(lease_until=lease))
+
+
 def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str, Any]) -> list[int]:
     job = run.job
+    # An attempt that lost its claim stores nothing: its files would overwrite the winner's (the
+    # keys are the same on every attempt) or be orphans of a cancelled job.
+    if not _claim_renew(run):
+        return []
     stored = _store_files(run, job, result)  # idempotent: same keys on every attempt
     output = _step_output(result, stored)
     inline: list[int] = []
