@@ -295,7 +295,7 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
             read_output=_own_output_reader(job), report_progress=heartbeat.progress,
             is_cancelled=heartbeat.cancelled.is_set, workflow=workflow,
             user_secret=_user_secret(job.user_id, run.node_name) if workflow else None,
-            attempt=run.attempt, run_key=f"{job.id}:{run.gid}:{run.step_id}", config=_config(),
+            attempt=run.attempt, run_key=run_key_for(job=job, run=run), config=_config(),
         )
         try:
             result = node.run(payload, ctx)
@@ -312,6 +312,17 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
         return node_run_fail(run=run, error=NodeError(
             f"Internal error while recording the output: {type(exc).__name__}", retryable=True,
             failure_type="INTERNAL"))
+
+
+def run_key_for(*, job: Job, run: NodeRun) -> str:
+    """What names this node run upstream (ComfyUI's prompt id, fetch_api's Idempotency-Key).
+
+    The same across redeliveries of one attempt, so a worker that takes over re-attaches to the
+    work already submitted; new for each user retry of the job (`retry_count`), so a retry
+    submits afresh instead of re-attaching to the failed result.
+    """
+    key = f"{job.id}:{run.gid}:{run.step_id}"
+    return f"{key}:retry{job.retry_count}" if job.retry_count else key
 
 
 def _aliases(job: Job) -> dict[str, int]:

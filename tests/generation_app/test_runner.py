@@ -673,3 +673,32 @@ def test_executing_an_inline_prompt_step_query_count(alice, django_assert_max_nu
 
     assert inline == [_run(job, step_id=2).pk]
     assert Job.objects.get(pk=job.pk).status == Job.Status.COMPLETED
+
+
+def test_the_upstream_run_key_survives_redelivery_but_not_a_user_retry(alice):
+    # given a run claimed twice (a redelivery after its worker was lost)
+    from generation_app.nodes.base import RunContext
+    from generation_app.nodes.comfy.node import prompt_id_for
+    from generation_app.services.execution import run_key_for
+
+    job = _submit(alice)
+    first = node_run_claim(run_id=_run(job).pk, worker="w1")
+    assert first is not None
+    _expire_lease(first)
+    second = node_run_claim(run_id=first.pk, worker="w2")
+    assert second is not None and second.attempt == 2
+
+    def prompt_id(run) -> str:
+        ctx = RunContext(user_id=str(alice.id), job_id=str(job.id), gid=run.gid,
+                         step_id=run.step_id, node_name=run.node_name, alias=None, hash="h",
+                         seed=1, variables={}, components={},
+                         run_key=run_key_for(job=Job.objects.get(pk=job.pk), run=run))
+        return prompt_id_for(ctx)
+
+    # then both attempts name the same upstream prompt ...
+    before_retry = prompt_id(second)
+    assert prompt_id(first) == before_retry
+    # ... and a user retry of the job names a new one
+    Job.objects.filter(pk=job.pk).update(retry_count=1)
+    assert prompt_id(second) != before_retry
+    assert run_key_for(job=Job.objects.get(pk=job.pk), run=second).endswith(":retry1")
