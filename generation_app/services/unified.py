@@ -22,8 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from collections_app import selectors as collection_selectors
-from collections_app.generation_input import new_hash
-from collections_app.services import collection_create, generation_input_validate
+from collections_app.services import collection_create
 from emprops.accounts import services as accounts
 from emprops.errors import DomainError, NotFound, ValidationFailed
 from generation_app.services import webhooks
@@ -31,10 +30,8 @@ from generation_app.services.requests import (
     JobInput,
     hashes_check,
     job_create_from_input,
-    job_input_quote,
-    max_generations,
+    job_input_prepare,
 )
-from generation_app.services.steps import plan_steps
 from generation_app.services.workflow_quotes import workflow_inputs_validate
 from jobs_app.models import Job
 from workflows_app import selectors as workflow_selectors
@@ -119,19 +116,15 @@ def generate_prepare(*, user: Any, request: GenerateRequest) -> Prepared:
         "generations": {"hashes": hashes or [], "generations": request.count or 1,
                         "use_custom_hashes": bool(hashes)},
     }
+    # the one preparation every request takes (collection generate, batch, templates, schedules)
     try:
-        data = generation_input_validate(data)
+        job_input = job_input_prepare(user=user, data=data, hashes=hashes,
+                                      count=None if hashes else (request.count or 1))
     except ValidationFailed as exc:
-        raise ValidationFailed(_field_message(exc), details=_as_request_fields(exc.details)) from None
-    plan = plan_steps(data)
-    n = len(hashes) if hashes else (request.count or 1)
-    limit = max_generations(user=user, workflows=plan.workflows)
-    if n > limit:
-        at = "hashes" if hashes else "count"
-        raise ValidationFailed(f"At most {limit} generations per request.",
-                               details={at: [f"At most {limit} generations per request."]})
-    job_input = job_input_quote(data=data, plan=plan,
-                                hashes=hashes or [new_hash() for _ in range(n)])
+        fields = _as_request_fields(exc.details)
+        if fields == exc.details:
+            raise
+        raise ValidationFailed(_field_message(exc), details=fields) from None
     title = request.fields.get("title") or (workflow.label or workflow.name if workflow
                                             else node_name)
     return Prepared(request=request, title=str(title)[:300], job_input=job_input)
