@@ -48,7 +48,6 @@ class Ready(NamedTuple):
     run_id: int
     queue: str
     priority: int
-    step_id: int
     inline: bool
 
     def announce(self) -> Announce:
@@ -92,7 +91,7 @@ def _queue_ready(job: Job, gid: int, *, unfinished: list[int] | None = None) -> 
     now = timezone.now()
     NodeRun.objects.filter(id__in=[r["id"] for r in ready], status=NodeRun.Status.BLOCKED).update(
         status=NodeRun.Status.QUEUED, queued_at=now, announced_at=now)
-    return [Ready(r["id"], r["queue"], job.priority, r["step_id"], r["inline"]) for r in ready]
+    return [Ready(r["id"], r["queue"], job.priority, r["inline"]) for r in ready]
 
 
 def _user_lock(user_id: Any) -> None:
@@ -417,7 +416,6 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
         return []
     stored = _store_files(run, job, result)  # idempotent: same keys on every attempt
     output = _step_output(result, stored)
-    inline: list[int] = []
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
         won = NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
