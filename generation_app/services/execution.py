@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from collections_app.services import output_files_record
@@ -76,11 +76,12 @@ def _announce_on_commit(items: list[Announce]) -> None:
     transaction.on_commit(send)
 
 
-def _queue_ready(job: Job, gid: int, *, unfinished: list[int] | None = None) -> list[Ready]:
+def _queue_ready(job: Job, gid: int, *, unfinished: list[int] | None = None,
+                 rows: list[dict[str, Any]] | None = None) -> list[Ready]:
     """Mark the generation's blocked runs whose dependencies (frozen in the plan) are done as
-    queued. `unfinished`, when given, receives the ids of the generation's runs not done."""
-    runs = list(NodeRun.objects.filter(job=job, gid=gid).values(
-        "id", "step_id", "status", "queue", "inline", "depends_on"))
+    queued. `unfinished`, when given, receives the ids of the generation's runs not done; `rows`,
+    when given, are the generation's runs as `_generation_runs` read them under the job's lock."""
+    runs = rows if rows is not None else _generation_runs(job, gid)
     done = {r["step_id"] for r in runs if r["status"] in DONE}
     if unfinished is not None:
         unfinished += [r["id"] for r in runs if r["status"] not in DONE]
@@ -101,11 +102,16 @@ def _user_lock(user_id: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
-def admit_waiting(*, user_id: Any) -> None:
+def admit_waiting(*, user_id: Any, known_waiting: bool = False) -> None:
     """Start the user's oldest waiting generations while they are under their running cap.
 
     The cap is per user, so one user's flood never holds back another user's work.
     """
+    # Most users have nothing waiting: a plain read says so without a transaction. A generation
+    # made to wait by a request that commits just after this read is started by the reaper.
+    if not known_waiting and not Generation.objects.filter(job__user_id=user_id,
+                                     status=Generation.Status.WAITING).exists():
+        return
     with transaction.atomic():
         _user_lock(user_id)
         active = Generation.objects.filter(
@@ -124,6 +130,28 @@ def admit_waiting(*, user_id: Any) -> None:
                 status=Generation.Status.PENDING)
             items += [r.announce() for r in _queue_ready(gen.job, gen.gid)]
         _announce_on_commit(items)
+
+
+def generations_admit_new(*, job: Job, count: int) -> int | None:
+    """How many of a new job's `count` generations may start at once (the rest wait), holding
+    the user's cap lock to the end of the transaction; None when older generations of the user
+    are waiting, which go first (`admit_waiting`)."""
+    if job.not_before is not None and job.not_before > timezone.now():
+        return 0
+    _user_lock(job.user_id)
+    counts = dict(Generation.objects.filter(
+        job__user_id=job.user_id, status__in=(Generation.Status.WAITING, Generation.Status.PENDING,
+                                              Generation.Status.PROCESSING))
+        .values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    if counts.get(Generation.Status.WAITING):
+        return None
+    active = counts.get(Generation.Status.PENDING, 0) + counts.get(Generation.Status.PROCESSING, 0)
+    return max(0, min(count, settings.MAX_RUNNING_GENERATIONS_PER_USER - active))
+
+
+def runs_announce(runs: list[NodeRun], priority: int) -> None:
+    """Announce queued runs when the transaction commits."""
+    _announce_on_commit([(r.pk, r.queue, priority) for r in runs])
 
 
 # ---- claiming ------------------------------------------------------------------------------------
@@ -188,16 +216,6 @@ class _Heartbeat:
 
 # ---- running -------------------------------------------------------------------------------------
 
-def _outputs_so_far(job: Job, gid: int, variables: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    outputs: dict[int, dict[str, Any]] = {VARIABLES_STEP_ID: {"data": dict(variables),
-                                                              "mimeType": None}}
-    for step_id, output in NodeRun.objects.filter(
-            job=job, gid=gid, status=NodeRun.Status.COMPLETED).values_list("step_id", "output"):
-        if output is not None:
-            outputs[step_id] = output
-    return outputs
-
-
 def _component_texts(outputs: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
     texts = {}
     for step_id, out in outputs.items():
@@ -251,8 +269,62 @@ def _user_secret(user_id: Any, workflow_name: str) -> str | None:
     return decrypt(row.encrypted_value)
 
 
+def _generation_runs(job: Job, gid: int) -> list[dict[str, Any]]:
+    """Every node run of one generation, as the runner needs them (one query)."""
+    rows: Any = NodeRun.objects.filter(job_id=job.pk, gid=gid).values(
+        "id", "step_id", "node_name", "alias", "status", "queue", "inline", "depends_on",
+        "workflow_digest", "output")
+    return list(rows)
+
+
+def _outputs_of(rows: list[dict[str, Any]], variables: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    outputs: dict[int, dict[str, Any]] = {VARIABLES_STEP_ID: {"data": dict(variables),
+                                                              "mimeType": None}}
+    for r in rows:
+        if r["status"] == NodeRun.Status.COMPLETED and r["output"] is not None:
+            outputs[r["step_id"]] = r["output"]
+    return outputs
+
+
+class _Prepared(NamedTuple):
+    node: Any
+    payload: dict[str, Any]
+    workflow: dict[str, Any] | None
+
+
+def _prepare(run: NodeRun, job: Job, gen: Generation,
+             outputs: Mapping[int, Mapping[str, Any]]) -> _Prepared:
+    """The node and its resolved payload; raises RefError, KeyError or DoesNotExist."""
+    step = _step(job, run.step_id)
+    workflow = workflow_snapshot_load(digest=run.workflow_digest)
+    payload = resolve_step_payload(step=step, workflow=workflow, outputs=outputs,
+                                   variables=gen.variables, seed=gen.seed)
+    node = node_class(run.node_name, workflow["type"] if workflow else None)()
+    return _Prepared(node, payload, workflow)
+
+
+def _context(*, run: NodeRun, job: Job, gen: Generation, workflow: Mapping[str, Any] | None,
+             outputs: Mapping[int, Mapping[str, Any]],
+             heartbeat: _Heartbeat | None) -> RunContext:
+    components = {sid: out for sid, out in outputs.items() if sid != VARIABLES_STEP_ID}
+    return RunContext(
+        user_id=str(job.user_id), job_id=str(job.id), gid=run.gid, step_id=run.step_id,
+        node_name=run.node_name, alias=run.alias, hash=gen.hash, seed=gen.seed,
+        variables=dict(gen.variables), components=components, aliases=_aliases(job),
+        read_output=_own_output_reader(job),
+        report_progress=heartbeat.progress if heartbeat else (lambda _fraction: None),
+        is_cancelled=heartbeat.cancelled.is_set if heartbeat else (lambda: False),
+        workflow=workflow,
+        user_secret=_user_secret(job.user_id, run.node_name) if workflow else None,
+        attempt=run.attempt, run_key=run_key_for(job=job, run=run), config=_config(),
+    )
+
+
 def node_run_execute(*, run_id: int, worker: str) -> list[int]:
-    """Claim and run one node run; return ready runs the caller may run inline next."""
+    """Claim and run one node run; return ready runs the caller may run inline next.
+
+    An inline run (a cheap built-in) also runs, in memory, the inline steps of its generation
+    that it makes ready, and records all of them in one transaction."""
     run = node_run_claim(run_id=run_id, worker=worker)
     if run is None:
         return []
@@ -266,14 +338,12 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
             f"Gave up after {run.attempt - 1} attempts (the worker was lost each time).",
             failure_type="INTERNAL"))
     gen = Generation.objects.get(job=job, gid=run.gid)
-    _mark_started(run=run, job=job, gen=gen)
-    outputs = _outputs_so_far(job, run.gid, gen.variables)
+    rows = _generation_runs(job, run.gid)
+    if not run.inline:  # a long node says it started now; an inline one says so when it records
+        _mark_started(run=run, job=job, gen=gen)
+    outputs = _outputs_of(rows, gen.variables)
     try:
-        step = _step(job, run.step_id)
-        workflow = workflow_snapshot_load(digest=run.workflow_digest)
-        payload = resolve_step_payload(step=step, workflow=workflow, outputs=outputs,
-                                       variables=gen.variables, seed=gen.seed)
-        node = node_class(run.node_name, workflow["type"] if workflow else None)()
+        prepared = _prepare(run, job, gen, outputs)
     except RefError as exc:
         return node_run_fail(run=run, error=NodeError(str(exc), failure_type="VALIDATION_ERROR"))
     except (KeyError, WorkflowSnapshot.DoesNotExist):
@@ -284,33 +354,69 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
         logger.exception("preparing node %s of job %s failed", run.node_name, job.id)
         return node_run_fail(run=run, error=NodeError(
             f"Could not prepare the step: {type(exc).__name__}", failure_type="INTERNAL"))
-    aliases = _aliases(job)
-    components = {sid: out for sid, out in outputs.items() if sid != VARIABLES_STEP_ID}
-    with _Heartbeat(run) as heartbeat:
-        ctx = RunContext(
-            user_id=str(job.user_id), job_id=str(job.id), gid=run.gid, step_id=run.step_id,
-            node_name=run.node_name, alias=run.alias, hash=gen.hash, seed=gen.seed,
-            variables=dict(gen.variables), components=components, aliases=aliases,
-            read_output=_own_output_reader(job), report_progress=heartbeat.progress,
-            is_cancelled=heartbeat.cancelled.is_set, workflow=workflow,
-            user_secret=_user_secret(job.user_id, run.node_name) if workflow else None,
-            attempt=run.attempt, run_key=run_key_for(job=job, run=run), config=_config(),
-        )
-        try:
-            result = node.run(payload, ctx)
-        except NodeError as exc:
-            return node_run_fail(run=run, error=exc)
-        except Exception as exc:  # a bug or an unexpected library error: retried, then failed
-            logger.exception("node %s of job %s failed unexpectedly", run.node_name, job.id)
-            return node_run_fail(run=run, error=NodeError(
-                f"Internal error: {type(exc).__name__}", retryable=True, failure_type="INTERNAL"))
     try:
-        return node_run_complete(run=run, result=result, payload=payload)
+        if run.inline:
+            result = prepared.node.run(prepared.payload, _context(
+                run=run, job=job, gen=gen, workflow=prepared.workflow, outputs=outputs,
+                heartbeat=None))
+        else:
+            with _Heartbeat(run) as heartbeat:
+                result = prepared.node.run(prepared.payload, _context(
+                    run=run, job=job, gen=gen, workflow=prepared.workflow, outputs=outputs,
+                    heartbeat=heartbeat))
+    except NodeError as exc:
+        return node_run_fail(run=run, error=exc)
+    except Exception as exc:  # a bug or an unexpected library error: retried, then failed
+        logger.exception("node %s of job %s failed unexpectedly", run.node_name, job.id)
+        return node_run_fail(run=run, error=NodeError(
+            f"Internal error: {type(exc).__name__}", retryable=True, failure_type="INTERNAL"))
+    chain = _run_inline_dependents(run=run, job=job, gen=gen, rows=rows, result=result) \
+        if run.inline else []
+    try:
+        return node_run_complete(run=run, result=result, payload=prepared.payload, chain=chain)
     except Exception as exc:  # a bug in recording: say so instead of looking like a lost worker
         logger.exception("recording node %s of job %s failed", run.node_name, job.id)
         return node_run_fail(run=run, error=NodeError(
             f"Internal error while recording the output: {type(exc).__name__}", retryable=True,
             failure_type="INTERNAL"))
+
+
+def _run_inline_dependents(*, run: NodeRun, job: Job, gen: Generation,
+                           rows: list[dict[str, Any]],
+                           result: NodeOutput) -> list[tuple[NodeRun, NodeOutput]]:
+    """Run, in memory and in plan order, the blocked inline steps of the generation that become
+    ready once `run` is done (and those they make ready in turn). The first one that cannot be
+    prepared or fails ends the chain: it stays for the ordinary path, which retries or fails it
+    with the usual rules."""
+    done = {r["step_id"] for r in rows if r["status"] in DONE} | {run.step_id}
+    outputs = _outputs_of(rows, gen.variables)
+    outputs[run.step_id] = _step_output(result, _file_keys(run, job, result))
+    chain: list[tuple[NodeRun, NodeOutput]] = []
+    pending = [r for r in rows if r["status"] == NodeRun.Status.BLOCKED and r["inline"]]
+    progressed = True
+    while progressed:
+        progressed = False
+        for r in list(pending):
+            if not all(d in done or d == VARIABLES_STEP_ID for d in r["depends_on"] or ()):
+                continue
+            dependent = NodeRun(id=r["id"], job=job, gid=run.gid, step_id=r["step_id"],
+                                node_name=r["node_name"], alias=r["alias"], queue=r["queue"],
+                                inline=True, depends_on=r["depends_on"],
+                                workflow_digest=r["workflow_digest"],
+                                status=NodeRun.Status.BLOCKED, attempt=1)
+            try:
+                prepared = _prepare(dependent, job, gen, outputs)
+                out = prepared.node.run(prepared.payload, _context(
+                    run=dependent, job=job, gen=gen, workflow=prepared.workflow,
+                    outputs=outputs, heartbeat=None))
+            except Exception:  # noqa: BLE001 - the ordinary path reports it
+                return chain
+            chain.append((dependent, out))
+            done.add(r["step_id"])
+            outputs[r["step_id"]] = _step_output(out, _file_keys(dependent, job, out))
+            pending.remove(r)
+            progressed = True
+    return chain
 
 
 def run_key_for(*, job: Job, run: NodeRun) -> str:
@@ -346,37 +452,51 @@ def _own_output_reader(job: Job) -> Callable[[str], bytes]:
     return read
 
 
+def _job_started(job: Job) -> None:
+    """A pending job becomes processing (the caller holds its row lock)."""
+    if job.status == Job.Status.PENDING:
+        job.status = Job.Status.PROCESSING
+        job.started_at = timezone.now()
+        job.save(update_fields=["status", "started_at", "updated_at"])
+        jobs.job_changed(job=job)
+
+
+def _history_started(*, job: Job, run: NodeRun) -> None:
+    jobs.history_add(job=job, status="processing", message="Node started",
+                     data={"gid": run.gid, "node": run.node_name, "nodeId": run.step_id},
+                     retry_attempt=run.attempt - 1,
+                     # one row per node (per job retry), however often it is redelivered
+                     dedupe_key=f"start:{run.gid}:{run.step_id}:{job.retry_count}")
+
+
 def _mark_started(*, run: NodeRun, job: Job, gen: Generation) -> None:
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
-        if locked.status == Job.Status.PENDING:
-            locked.status = Job.Status.PROCESSING
-            locked.started_at = timezone.now()
-            locked.save(update_fields=["status", "started_at", "updated_at"])
-            jobs.job_changed(job=locked)
+        _job_started(locked)
         Generation.objects.filter(pk=gen.pk, status=Generation.Status.PENDING).update(
             status=Generation.Status.PROCESSING, started_at=timezone.now())
-        jobs.history_add(job=locked, status="processing", message="Node started",
-                         data={"gid": run.gid, "node": run.node_name, "nodeId": run.step_id},
-                         retry_attempt=run.attempt - 1,
-                         # one row per node (per job retry), however often it is redelivered
-                         dedupe_key=f"start:{run.gid}:{run.step_id}:{locked.retry_count}")
+        _history_started(job=locked, run=run)
 
 
 def storage_key(*, job: Job, gid: int, step_id: int, filename: str) -> str:
     return f"generations/{job.user_id}/{job.id}/{gid}/{step_id}/{filename}"
 
 
-def _store_files(run: NodeRun, job: Job, result: NodeOutput) -> dict[str, tuple[str, str]]:
-    """Write each file at its deterministic key (overwrite): name -> (key, mime type)."""
-    stored = {}
+def _file_keys(run: NodeRun, job: Job, result: NodeOutput) -> dict[str, tuple[str, str]]:
+    """Where each file of a result is stored (the same on every attempt): name -> (key, mime)."""
+    keys = {}
     for f in result.files:
         safe = f.filename.replace("/", "_").replace("..", "_")
         key = storage_key(job=job, gid=run.gid, step_id=run.step_id, filename=safe)
-        storage.save_overwrite(key, f.content)
-        stored[f.filename] = (key, f.mime_type or mimetypes.guess_type(safe)[0] or
-                              "application/octet-stream")
-    return stored
+        keys[f.filename] = (key, f.mime_type or mimetypes.guess_type(safe)[0] or
+                            "application/octet-stream")
+    return keys
+
+
+def _store_files(result: NodeOutput, keys: Mapping[str, tuple[str, str]]) -> None:
+    """Write each file at its deterministic key (overwrite)."""
+    for f in result.files:
+        storage.save_overwrite(keys[f.filename][0], f.content)
 
 
 def _step_output(result: NodeOutput, stored: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
@@ -408,34 +528,70 @@ def _claim_renew(run: NodeRun) -> bool:
                                        attempt=run.attempt).update(lease_until=lease))
 
 
-def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str, Any]) -> list[int]:
+def _claim_held(run: NodeRun) -> bool:
+    return NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
+                                  attempt=run.attempt).exists()
+
+
+def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str, Any],
+                      chain: list[tuple[NodeRun, NodeOutput]] | None = None) -> list[int]:
+    """Record a claimed run's result, and the inline runs `chain` ran after it in memory (still
+    blocked in the database), in one transaction; return the inline runs it made ready."""
     job = run.job
     # An attempt that lost its claim stores nothing: its files would overwrite the winner's (the
-    # keys are the same on every attempt) or be orphans of a cancelled job.
-    if not _claim_renew(run):
+    # keys are the same on every attempt) or be orphans of a cancelled job. An inline chain that
+    # finished well inside its fresh lease cannot have been taken over, so a read (no commit)
+    # tells whether it was cancelled; anything slower renews the lease first.
+    fresh = run.inline and run.started_at is not None and (
+        timezone.now() - run.started_at).total_seconds() < settings.NODE_LEASE_SECONDS / 3
+    if not (_claim_held(run) if fresh else _claim_renew(run)):
         return []
-    stored = _store_files(run, job, result)  # idempotent: same keys on every attempt
-    output = _step_output(result, stored)
+    done = [(run, result, _file_keys(run, job, result))]
+    done += [(r, out, _file_keys(r, job, out)) for r, out in chain or ()]
+    for _r, res, keys in done:  # idempotent: same keys on every attempt
+        _store_files(res, keys)
+    now = timezone.now()
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
-        won = NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
-                                     attempt=run.attempt).update(
-            status=NodeRun.Status.COMPLETED, output=output, progress=1.0,
-            completed_at=timezone.now(), lease_until=None, error=None)
-        if not won:  # cancelled or taken over meanwhile: this attempt records nothing
+        recorded = []
+        for r, res, keys in done:
+            output = _step_output(res, keys)
+            if r is run:
+                won = NodeRun.objects.filter(pk=r.pk, status=NodeRun.Status.RUNNING,
+                                             attempt=r.attempt).update(
+                    status=NodeRun.Status.COMPLETED, output=output, progress=1.0,
+                    completed_at=now, lease_until=None, error=None)
+            else:  # ran in memory after `run`: blocked until now, unless cancelled meanwhile
+                won = NodeRun.objects.filter(pk=r.pk, status=NodeRun.Status.BLOCKED).update(
+                    status=NodeRun.Status.COMPLETED, output=output, progress=1.0, attempt=1,
+                    worker=run.worker, started_at=run.started_at, completed_at=now,
+                    lease_until=None, error=None)
+            if not won:  # cancelled or taken over meanwhile: this attempt records no more
+                break
+            recorded.append((r, keys, output))
+        if not recorded:
             return []
         gen = Generation.objects.select_for_update().get(job=locked, gid=run.gid)
-        _record_files(run=run, job=locked, gen=gen, stored=stored, output=output)
-        jobs.history_add(job=locked, status="processing",
-                         message=f"Node {run.node_name} completed",
-                         data={"gid": run.gid, "node": run.node_name, "nodeId": run.step_id,
-                               "output": output},
-                         retry_attempt=run.attempt - 1,
-                         dedupe_key=f"done:{run.gid}:{run.step_id}:{locked.retry_count}")
+        if run.inline:  # an inline run did not say it started: it does now, with its result
+            _job_started(locked)
+        for r, keys, output in recorded:
+            if r.inline:
+                _history_started(job=locked, run=r)
+            _record_files(run=r, job=locked, gen=gen, stored=keys, output=output)
+            jobs.history_add(job=locked, status="processing",
+                             message=f"Node {r.node_name} completed",
+                             data={"gid": r.gid, "node": r.node_name, "nodeId": r.step_id,
+                                   "output": output},
+                             retry_attempt=r.attempt - 1,
+                             dedupe_key=f"done:{r.gid}:{r.step_id}:{locked.retry_count}")
         unfinished: list[int] = []
-        ready = _queue_ready(locked, run.gid, unfinished=unfinished)
+        rows = _generation_runs(locked, run.gid)
+        ready = _queue_ready(locked, run.gid, unfinished=unfinished, rows=rows)
         if not unfinished:
-            _generation_completed(job=locked, gen=gen)
+            _generation_completed(job=locked, gen=gen, rows=rows)
+        elif gen.status == Generation.Status.PENDING:
+            Generation.objects.filter(pk=gen.pk).update(status=Generation.Status.PROCESSING,
+                                                        started_at=run.started_at or now)
         _update_progress(locked)
         inline = [item.run_id for item in ready if item.inline]
         _announce_on_commit([r.announce() for r in ready if r.run_id not in inline])
@@ -452,22 +608,24 @@ def _record_files(*, run: NodeRun, job: Job, gen: Generation,
                         gen_in_data=gen_in, gen_out_data=output)
 
 
-def _generation_output(job: Job, gen: Generation) -> dict[str, Any]:
-    runs = {r.step_id: r for r in NodeRun.objects.filter(job=job, gid=gen.gid)}
+def _generation_output(job: Job, gen: Generation,
+                       rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    runs = {r["step_id"]: r for r in (rows if rows is not None else _generation_runs(job, gen.gid))}
     steps = []
     for s in (job.input or {}).get("steps") or []:
         r = runs.get(s.get("id"))
-        if r is None or r.status != NodeRun.Status.COMPLETED:
+        if r is None or r["status"] != NodeRun.Status.COMPLETED:
             continue
         steps.append({"id": s["id"], "nodeName": s["nodeName"], "nodeAlias": s.get("alias"),
-                      "nodeResponse": r.output})
+                      "nodeResponse": r["output"]})
     return {"id": str(job.id), "generation": {"id": gen.gid, "hash": gen.hash}, "steps": steps}
 
 
-def _generation_completed(*, job: Job, gen: Generation) -> None:
+def _generation_completed(*, job: Job, gen: Generation,
+                          rows: list[dict[str, Any]] | None = None) -> None:
     if gen.status in Generation.FINISHED:
         return
-    output = _generation_output(job, gen)
+    output = _generation_output(job, gen, rows)
     gen.status = Generation.Status.COMPLETED
     gen.outputs = output
     gen.completed_at = timezone.now()
@@ -510,11 +668,13 @@ def _after_generation_finished(job: Job) -> None:
 
 
 def _update_progress(job: Job) -> None:
-    runs = list(NodeRun.objects.filter(job=job).values_list("status", "progress"))
-    if not runs:
+    # one row back whatever the job's size
+    agg = NodeRun.objects.filter(job=job).aggregate(
+        n=Count("id"), done=Count("id", filter=Q(status__in=DONE)),
+        partial=Sum("progress", filter=~Q(status__in=DONE)))
+    if not agg["n"]:
         return
-    total = sum(1.0 if s in DONE else (p or 0.0) for s, p in runs)
-    progress = int(100 * total / len(runs))
+    progress = int(100 * (agg["done"] + (agg["partial"] or 0.0)) / agg["n"])
     if job.status == Job.Status.COMPLETED:
         progress = 100
     job.progress = progress

@@ -22,6 +22,7 @@ from emprops.errors import ValidationFailed
 from generation_app.engine.prng import generation_seed
 from generation_app.engine.variables import pick_variables
 from generation_app.models import Generation, NodeRun
+from generation_app.nodes.registry import VARIABLES_STEP_ID
 from generation_app.services import execution
 from generation_app.services.quote import quote_steps
 from generation_app.services.steps import (
@@ -206,27 +207,40 @@ def job_create_from_input(*, user: Any, job_input: JobInput, collection_id: str 
 
 def _create_work(*, job: Job, data: Mapping[str, Any], plan: StepPlan, hashes: list[str],
                  overrides: Mapping[str, str]) -> None:
+    # Generations the user's running cap admits now start pending with their first runs queued,
+    # in these same inserts; the rest wait for `admit_waiting`.
+    admitted = execution.generations_admit_new(job=job, count=len(hashes))
+    starting = admitted or 0
+    now = timezone.now()
     generations = []
     for gid, h in enumerate(hashes):
         picked = pick_variables(copy.deepcopy(data.get("variables") or []), h, overrides)
-        generations.append(Generation(job=job, gid=gid, hash=h, seed=generation_seed(h),
-                                      variables=picked, status=Generation.Status.WAITING,
-                                      position=0))
+        generations.append(Generation(
+            job=job, gid=gid, hash=h, seed=generation_seed(h), variables=picked, position=0,
+            status=Generation.Status.PENDING if gid < starting else Generation.Status.WAITING))
     Generation.objects.bulk_create(generations)
-    runs = []
+    runs, first = [], []
     digests = workflow_snapshots_store(plan.workflows)
     frozen = [node_run_plan(step, plan) for step in plan.steps]
+    done_at_start = {VARIABLES_STEP_ID, *(s["id"] for s in plan.skipped)}
     for gid in range(len(hashes)):
         for step, (queue, inline, depends_on) in zip(plan.steps, frozen, strict=True):
-            runs.append(NodeRun(
+            ready = gid < starting and all(d in done_at_start for d in depends_on)
+            run = NodeRun(
                 job=job, gid=gid, step_id=step["id"], node_name=step["nodeName"],
                 alias=step.get("alias") or None, queue=queue, inline=inline,
                 depends_on=depends_on, workflow_digest=digests.get(step["nodeName"]),
-                status=NodeRun.Status.BLOCKED,
-            ))
+                status=NodeRun.Status.QUEUED if ready else NodeRun.Status.BLOCKED,
+                queued_at=now if ready else None, announced_at=now if ready else None)
+            runs.append(run)
+            if ready:
+                first.append(run)
         for step in plan.skipped:
             runs.append(NodeRun(job=job, gid=gid, step_id=step["id"], node_name=step["nodeName"],
                                 alias=step.get("alias") or None, status=NodeRun.Status.SKIPPED,
-                                progress=1.0, completed_at=timezone.now()))
+                                progress=1.0, completed_at=now))
     NodeRun.objects.bulk_create(runs)
-    execution.admit_waiting(user_id=job.user_id)
+    if admitted is None:  # older generations of this user wait: they go first
+        execution.admit_waiting(user_id=job.user_id, known_waiting=True)
+    else:
+        execution.runs_announce(first, job.priority)

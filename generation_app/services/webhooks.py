@@ -130,13 +130,23 @@ def _wants(events: Any, event: str) -> bool:
     return not events or event in events
 
 
+def _active_endpoints(job: Job) -> list[WebhookEndpoint]:
+    """The owner's active endpoints, read once per job instance (one recording transaction asks
+    for several events of the same job)."""
+    cached: list[WebhookEndpoint] | None = getattr(job, "_webhook_endpoints", None)
+    if cached is None:
+        cached = list(WebhookEndpoint.objects.filter(user_id=job.user_id, active=True))
+        job._webhook_endpoints = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def _targets(job: Job, event: str) -> list[tuple[WebhookEndpoint | None, str]]:
     targets: list[tuple[WebhookEndpoint | None, str]] = []
     request_hook = (job.data or {}).get("webhook")
     if isinstance(request_hook, Mapping) and isinstance(request_hook.get("url"), str) \
             and _wants(request_hook.get("events"), event):
         targets.append((None, request_hook["url"]))
-    for endpoint in WebhookEndpoint.objects.filter(user_id=job.user_id, active=True):
+    for endpoint in _active_endpoints(job):
         if _wants(endpoint.events, event):
             targets.append((endpoint, endpoint.url))
     return targets

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
@@ -46,9 +47,8 @@ TWO_STEPS = [*ONE_STEP,
 # Query counts of the hot path as measured at 1b2f1dc (at 387037f: 22, 42 and 59; +1 since a
 # completion renews its claim before storing files), inside the
 # test's transaction, so each outer atomic block counts as a SAVEPOINT and its RELEASE: a rise fails.
-SUBMIT_QUERIES = 19  # job_create_from_input: a 2-step prompt input, 1 generation
-EXECUTE_FIRST_STEP_QUERIES = 27  # node_run_execute of step 1 (releases step 2, runs inline next)
-EXECUTE_LAST_STEP_QUERIES = 41  # node_run_execute of step 2 (completes generation and job)
+SUBMIT_QUERIES = 13  # job_create_from_input: a 2-step prompt input, 1 generation (its first run queued in the same inserts)
+EXECUTE_CHAIN_QUERIES = 42  # node_run_execute of step 1, which runs step 2 in memory and records both, completing the generation and the job
 
 
 def _input(steps: list[dict[str, Any]], count: int) -> dict[str, Any]:
@@ -68,7 +68,10 @@ def _run(job: Job, *, gid: int = 0, step_id: int = 1) -> NodeRun:
 
 
 def _expire_lease(run: NodeRun) -> None:
+    """As if the attempt had been silent for a whole lease (a frozen or very slow worker)."""
     NodeRun.objects.filter(pk=run.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    if run.started_at is not None:
+        run.started_at -= timedelta(seconds=settings.NODE_LEASE_SECONDS + 1)
 
 
 def _output(text: str) -> NodeOutput:
@@ -525,12 +528,12 @@ def test_completing_the_last_node_completes_the_generation_and_the_job(alice):
     # given a two-step job of two generations (2 credits each, 4 held)
     job = _submit(alice, steps=TWO_STEPS, count=2)
 
-    # when every step runs (step 1 releases step 2, which the same worker runs inline)
+    # when every step runs (step 1 makes step 2 ready, which the same call runs in memory and
+    # records with it, in one transaction)
     for gid in (0, 1):
-        inline = node_run_execute(run_id=_run(job, gid=gid).pk, worker="test")
-        assert inline == [_run(job, gid=gid, step_id=2).pk]
-        assert Generation.objects.get(job=job, gid=gid).status == Generation.Status.PROCESSING
-        assert node_run_execute(run_id=inline[0], worker="test") == []
+        assert node_run_execute(run_id=_run(job, gid=gid).pk, worker="test") == []
+        assert _run(job, gid=gid, step_id=2).status == NodeRun.Status.COMPLETED
+        assert Generation.objects.get(job=job, gid=gid).status == Generation.Status.COMPLETED
 
     # then both generations and the job are complete, each generation charged once
     assert _statuses(job) == ["completed", "completed"]
@@ -568,8 +571,8 @@ def test_recording_a_completion_twice_charges_and_reports_once(alice):
     assert _balance(alice) == Decimal(9)
     hold = CreditsHold.objects.get(job_id=job.id)
     assert (hold.status, hold.remaining, hold.settled_gids) == ("settled", Decimal(0), [0])
-    assert _messages(job) == ["Job created and pending execution", "Node prompt completed",
-                              "Generation completed successfully"]
+    assert _messages(job) == ["Job created and pending execution", "Node started",
+                              "Node prompt completed", "Generation completed successfully"]
     job.refresh_from_db()
     assert (job.status, job.progress, len(job.data["outputs"])) == (Job.Status.COMPLETED, 100, 1)
     assert FlatFile.objects.filter(job_id=job.id).count() == 1
@@ -666,12 +669,13 @@ def test_submitting_a_job_query_count(alice, django_assert_max_num_queries):
 def test_executing_an_inline_prompt_step_query_count(alice, django_assert_max_num_queries):
     job = _submit(alice, steps=TWO_STEPS)
 
-    with django_assert_max_num_queries(EXECUTE_FIRST_STEP_QUERIES):
-        inline = node_run_execute(run_id=_run(job).pk, worker="test")
-    with django_assert_max_num_queries(EXECUTE_LAST_STEP_QUERIES):
-        node_run_execute(run_id=inline[0], worker="test")
+    first = _run(job).pk
 
-    assert inline == [_run(job, step_id=2).pk]
+    with django_assert_max_num_queries(EXECUTE_CHAIN_QUERIES):
+        inline = node_run_execute(run_id=first, worker="test")
+
+    assert inline == []
+    assert _run(job, step_id=2).status == NodeRun.Status.COMPLETED
     assert Job.objects.get(pk=job.pk).status == Job.Status.COMPLETED
 
 
