@@ -11,7 +11,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 	$(PY) -m pip install -q -r requirements.txt
 	@touch $@
 
-venv: .venv/.installed
+# `.venv/bin/emprops`: the CLI (emprops/cli.py), runnable from any directory
+.venv/bin/emprops: .venv/.installed
+	@printf '#!/bin/sh\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s/.venv/bin/python" -m emprops "$$@"\n' "$(CURDIR)" "$(CURDIR)" > $@
+	@chmod +x $@
+
+venv: .venv/.installed .venv/bin/emprops
 
 # Debian's Chromium for the browser nodes and p5 (1.11) from npm for the sketches
 browser:

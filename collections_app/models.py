@@ -161,6 +161,7 @@ class CollectionRemix(models.Model):
 
     class Meta:
         db_table = "collection_remix"
+        verbose_name_plural = "collection remixes"
 
 
 class CollectionHistory(models.Model):
@@ -176,3 +177,4 @@ class CollectionHistory(models.Model):
     class Meta:
         db_table = "collection_history"
         ordering = ["created_at", "id"]
+        verbose_name_plural = "collection histories"

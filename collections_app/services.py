@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -269,25 +270,43 @@ def collection_remix(*, user: Any, collection_id: UUID, project_id: UUID | None 
     return target
 
 
-def output_files_record(*, user_id: Any, job_id: Any, component_id: int, rel_id: str,
-                        files: Mapping[str, tuple[str, str]], gen_in_data: Mapping[str, Any],
-                        gen_out_data: Mapping[str, Any]) -> None:
-    """Record a step's stored outputs as `flat_file` rows, one per storage key (a retried run
-    updates its rows), linked to the step's component when it has one. Two statements."""
-    rows = [FlatFile(user_id=user_id, name=name, storage_key=key, mime_type=mime,
-                     rel_type="component_test", rel_id=rel_id, gen_in_data=dict(gen_in_data),
-                     gen_out_data=dict(gen_out_data), job_id=job_id)
-            for name, (key, mime) in files.items()]
+@dataclass(frozen=True)
+class StepFiles:
+    """One step's stored outputs, as `output_files_record` writes them."""
+
+    component_id: int
+    rel_id: str
+    files: Mapping[str, tuple[str, str]]  # name -> (storage key, mime type)
+    gen_in_data: Mapping[str, Any]
+    gen_out_data: Mapping[str, Any]
+
+
+def output_files_record(*, user_id: Any, job_id: Any, collection_id: Any,
+                        steps: list[StepFiles]) -> None:
+    """Record steps' stored outputs as `flat_file` rows, one per storage key (a retried run
+    updates its rows), each linked to its step's component when that is a component of the
+    job's own collection. Two statements, however many steps."""
+    rows, components = [], []
+    for step in steps:
+        for name, (key, mime) in step.files.items():
+            rows.append(FlatFile(user_id=user_id, name=name, storage_key=key, mime_type=mime,
+                                 rel_type="component_test", rel_id=step.rel_id,
+                                 gen_in_data=dict(step.gen_in_data),
+                                 gen_out_data=dict(step.gen_out_data), job_id=job_id))
+            components.append(step.component_id)
     if not rows:
         return
     saved = FlatFile.objects.bulk_create(
         rows, update_conflicts=True, unique_fields=["storage_key"],
         update_fields=["user", "name", "mime_type", "rel_type", "rel_id", "gen_in_data",
                        "gen_out_data", "job_id"])
+    if collection_id is None:  # a one-off input: its step ids name no component
+        return
     with connection.cursor() as cursor:
-        # the link only where the component exists (a step of a collection, not a one-off input)
+        # only components of the job's collection: a step id is the user's to choose
         cursor.execute(
             "INSERT INTO component_flat_file (component_id, flat_file_id) "
-            "SELECT c.id, f.id FROM component c, unnest(%s::bigint[]) AS f(id) WHERE c.id = %s "
+            "SELECT c.id, f.file_id FROM unnest(%s::bigint[], %s::bigint[]) AS f(component_id, "
+            "file_id) JOIN component c ON c.id = f.component_id AND c.collection_id = %s "
             "ON CONFLICT ON CONSTRAINT uniq_component_flat_file DO NOTHING",
-            [[row.pk for row in saved], component_id])
+            [components, [row.pk for row in saved], collection_id])

@@ -336,9 +336,10 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
 
 # The errors every operation may answer: a bad body or query, credentials (also on public
 # operations, when a bad one is sent), an unknown id or path, a body over MAX_BODY_BYTES (checked
-# for every method) and the rate limits. Operations that take a body may answer 415; those behind
-# a staff permission, 403. A view declares any other error status it answers (402, 409, 422, a
-# domain 403) in its own `extend_schema`; this hook gives each the Error body.
+# for every method) and the rate limits. Operations that may carry a body answer 415 for one
+# that is not JSON (emprops.middleware.MediaTypeMiddleware); those behind a staff permission,
+# 403. A view declares any other error status it answers (402, 409, 422, a domain 403) in its
+# own `extend_schema`; this hook gives each the Error body.
 _COMMON_ERRORS = (
     ("400", "Invalid input"),
     ("401", "Not authenticated: no or invalid credentials"),
@@ -348,7 +349,7 @@ _COMMON_ERRORS = (
 )
 _BODY_ERRORS = (("415", "Unsupported media type"),)
 _STAFF_ERRORS = (("403", "Staff only"),)
-_BODY_METHODS = frozenset({"post", "put", "patch"})
+_BODY_METHODS = frozenset({"post", "put", "patch", "delete"})
 
 
 _DECLARED_ERRORS = {
@@ -443,7 +444,10 @@ _EVENTS_PATH = {"get": {
         "On connect: `job_update` then `history_init` (all history rows); then live `job_update` "
         "and `job_history` events and a keep-alive comment at least every 30 s. Every event's id "
         "is the job's event sequence number: reconnect with `Last-Event-ID` to receive exactly "
-        "the missed events. Authenticate with the API headers or `?token=` from "
+        "the missed events. When the job is finished (completed, failed or cancelled) the stream "
+        "sends its last events, the final `job_update` with the terminal status last, and closes; "
+        "a reconnect whose `Last-Event-ID` is at or past that final event gets 204 (EventSource "
+        "clients stop reconnecting). Authenticate with the API headers or `?token=` from "
         "`POST /api/jobs/{job_id}/events/token`. Errors before streaming are enveloped JSON."),
     "tags": ["jobs"],
     "parameters": [
@@ -456,6 +460,8 @@ _EVENTS_PATH = {"get": {
     "responses": {
         "200": {"description": "An event stream",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "204": {"description": "The job is finished and `Last-Event-ID` is at or past its final "
+                               "event: nothing more will come"},
         "401": {"description": "Not authenticated", "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Error"}}}},
         "404": {"description": "Not found (or not yours)", "content": {"application/json": {

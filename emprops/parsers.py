@@ -1,4 +1,5 @@
 """Request body parsers: DRF's, refusing what PostgreSQL cannot store or Python cannot walk.
+The API parses JSON; MultiPartParser only where a view takes uploads (`parser_classes`).
 
 A NUL character cannot be stored in a `text` column nor in `jsonb` (`\\u0000`), and JSON nested
 thousands deep overflows the recursion of the decoder and of every validator after it. Both are
@@ -54,23 +55,12 @@ class JSONParser(parsers.JSONParser):
         return data
 
 
-class FormParser(parsers.FormParser):
-    def parse(self, stream: Any, media_type: str | None = None,
-              parser_context: Mapping[str, Any] | None = None) -> Any:
-        try:
-            data = super().parse(stream, media_type, parser_context)
-        except SuspiciousOperation as exc:  # too many fields: Django's limit, a client's error
-            raise ParseError(str(exc)) from None
-        check_form(data)
-        return data
-
-
 class MultiPartParser(parsers.MultiPartParser):
     def parse(self, stream: Any, media_type: str | None = None,
               parser_context: Mapping[str, Any] | None = None) -> Any:
         try:
             parsed = super().parse(stream, media_type, parser_context)
-        except SuspiciousOperation as exc:
+        except SuspiciousOperation as exc:  # too many fields: Django's limit, a client's error
             raise ParseError(str(exc)) from None
         check_form(parsed.data)
         return parsed

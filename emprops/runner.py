@@ -64,7 +64,14 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
 
     _manage(env, "migrate", "--noinput")
     demo = json.loads(_manage(env, "bootstrap_demo", "--json").strip().splitlines()[-1])
+    # the CLI (`emprops ...` in this checkout, with no `emprops login` yet) uses this key
+    key_file = Path(sup.state_dir) / "demo-api-key"
+    key_file.unlink(missing_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(demo["api_key"] + "\n")
 
+    seeded = json.loads(_manage(env, "seed_demo", "--json").strip().splitlines()[-1])
     queues = all_queues()
     concurrency = os.environ.get("WORKER_CONCURRENCY", str(max(4, (os.cpu_count() or 2) * 2)))
     web = sup.spawn("web", [PY, "-m", "uvicorn", "emprops.asgi:application", "--host", host,
@@ -94,6 +101,8 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
     print(f"Admin: http://{host}:{port}/admin (user admin, password in var/admin-password)")
     print(f"Flower: http://{host}:{flower_port} (user admin, same password)")
     print(f"Outputs: {env['USER_CONTENT_ORIGIN']}/media/ (user content, its own origin)")
+    print("Demo collections: " + ", ".join(f"{c['title']} {c['id']}"
+                                           for c in seeded["collections"]))
     print(f"API key: {demo['api_key']}")
     print(f"Staff key: {demo['staff_key']}", flush=True)
     while not stopping():

@@ -101,6 +101,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # after CORS (a browser can read the 415) and the body-size limit (which sizes chunked bodies)
+    "emprops.middleware.MediaTypeMiddleware",
 ]
 
 ROOT_URLCONF = "emprops.urls"
@@ -197,11 +199,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # ---- DRF ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["emprops.api.EnvelopeRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "emprops.parsers.JSONParser",
-        "emprops.parsers.MultiPartParser",
-        "emprops.parsers.FormParser",
-    ],
+    # a JSON API: views that take uploads declare MultiPartParser (emprops.middleware's
+    # MediaTypeMiddleware answers 415 for any other body, read or not)
+    "DEFAULT_PARSER_CLASSES": ["emprops.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["emprops.authentication.ApiAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "emprops.api.EnvelopePagination",
@@ -275,6 +275,12 @@ RATE_LIMIT_AUTH_FAIL = os.environ.get("RATE_LIMIT_AUTH_FAIL", "30/min")
 TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
 NODE_LEASE_SECONDS = int(os.environ.get("NODE_LEASE_SECONDS", "60"))
 NODE_MAX_ATTEMPTS = int(os.environ.get("NODE_MAX_ATTEMPTS", "4"))
+# Nodes that call an upstream server (ComfyUI, third-party APIs: the io and service queues) retry
+# transient errors with capped exponential backoff for this long, so an upstream restart or a
+# short outage does not fail the job; other nodes retry NODE_MAX_ATTEMPTS times.
+UPSTREAM_RETRY_WINDOW_SECONDS = float(os.environ.get("UPSTREAM_RETRY_WINDOW_SECONDS", "900"))
+UPSTREAM_RETRY_MAX_BACKOFF_SECONDS = float(
+    os.environ.get("UPSTREAM_RETRY_MAX_BACKOFF_SECONDS", "60"))
 NODE_UNCLAIMED_SECONDS = int(os.environ.get("NODE_UNCLAIMED_SECONDS", "30"))
 NO_CONSUMER_FAIL_SECONDS = int(os.environ.get("NO_CONSUMER_FAIL_SECONDS", "600"))
 REAPER_INTERVAL_SECONDS = float(os.environ.get("REAPER_INTERVAL_SECONDS", "10"))
@@ -291,6 +297,11 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_IMAGE_MODEL = os.environ.get("OPENAI_IMAGE_MODEL", "gpt-image-1")
 OPENAI_TIMEOUT_SECONDS = float(os.environ.get("OPENAI_TIMEOUT_SECONDS", "120"))
+
+# ---- ops ------------------------------------------------------------------------------------
+# /metrics from other hosts than loopback needs `Authorization: Bearer <METRICS_TOKEN>`; unset:
+# /metrics answers loopback only (404 elsewhere)
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # ---- events ---------------------------------------------------------------------------------
 EVENTS_HEARTBEAT_SECONDS = float(os.environ.get("EVENTS_HEARTBEAT_SECONDS", "15"))
@@ -329,20 +340,15 @@ WEBHOOK_MAX_AGE_SECONDS = int(os.environ.get("WEBHOOK_MAX_AGE_SECONDS", str(24 *
 WEBHOOK_PROGRESS_INTERVAL_SECONDS = float(os.environ.get("WEBHOOK_PROGRESS_INTERVAL_SECONDS", "5"))
 SCHEDULE_MIN_INTERVAL_SECONDS = int(os.environ.get("SCHEDULE_MIN_INTERVAL_SECONDS", "60"))
 
+# One periodic task (reaper, due webhooks, due schedules in one pass) rather than three, so
+# Flower is not flooded; what it did is counted in /metrics. The old task names stay registered
+# for a rolling upgrade, and migration generation_app 0005 removes their database-beat entries.
 CELERY_BEAT_SCHEDULE = {
-    "reap-node-runs": {
-        "task": "generation.reap",
-        "schedule": REAPER_INTERVAL_SECONDS,
-        "options": {"queue": "engine", "expires": max(5.0, REAPER_INTERVAL_SECONDS * 2)},
-    },
-    "redeliver-webhooks": {
-        "task": "generation.redeliver_webhooks",
-        "schedule": REAPER_INTERVAL_SECONDS,
-        "options": {"queue": "engine", "expires": max(5.0, REAPER_INTERVAL_SECONDS * 2)},
-    },
-    "run-due-schedules": {
-        "task": "generation.run_due_schedules",
+    "housekeeping": {
+        "task": "generation.housekeeping",
         "schedule": REAPER_INTERVAL_SECONDS,
         "options": {"queue": "engine", "expires": max(5.0, REAPER_INTERVAL_SECONDS * 2)},
     },
 }
+# Celery autodiscovers `tasks` modules only
+CELERY_IMPORTS = ("generation_app.housekeeping",)

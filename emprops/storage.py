@@ -43,6 +43,10 @@ def read(key: str) -> bytes:
     return data
 
 
+def delete(key: str) -> None:
+    default_storage.delete(key)
+
+
 def key_for_url(url: str) -> str | None:
     """The storage key behind one of our own public URLs, or None for anything else."""
     prefixes = []

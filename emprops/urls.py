@@ -1,12 +1,20 @@
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from collections_app.api.staff_views import StaffCollectionListView
 from emprops.api import api_not_found
 from emprops.media import media
+from emprops.views import ApiIndexView
+from generation_app.api.ops_views import healthz, metrics
+
+admin.site.site_header = "EmProps Collection Generation"
+admin.site.site_title = "EmProps admin"
+admin.site.index_title = "Collection Generation administration"
 
 api_patterns: list[URLPattern | URLResolver] = [
+    path("", ApiIndexView.as_view(schema=None)),  # `/api/`: documented once, as `/api`
     path("", include("emprops.accounts.api.urls")),
     path("", include("collections_app.api.urls")),
     path("", include("workflows_app.api.urls")),
@@ -21,10 +29,13 @@ api_patterns: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("admin", RedirectView.as_view(pattern_name="admin:index")),
+    path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("api/staff/<str:staff_key>/collections", StaffCollectionListView.as_view(), name="staff-collections"),
     path("api/staff/<str:staff_key>/", include("workflows_app.api.staff_urls")),
     path("api/", include(api_patterns)),
-    re_path(r"^api$", api_not_found),
+    path("api", ApiIndexView.as_view(), name="api-index"),
     # local files: a redirect to the user-content origin (emprops/media.py); S3/CDN serve themselves
     re_path(r"^media/(?P<path>.*)$", media),
 ]

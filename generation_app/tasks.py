@@ -24,9 +24,10 @@ def reap() -> dict[str, int]:
     return reaper.reap()
 
 
-def announce(run_id: int, queue: str, priority: int) -> None:
-    """Tell a queue that a node run is ready (the row, not the message, is the record)."""
-    run_node.apply_async((run_id,), queue=queue, priority=priority)
+def announce(run_id: int, queue: str, priority: int, *, countdown: float | None = None) -> None:
+    """Tell a queue that a node run is ready (the row, not the message, is the record); a
+    `countdown` (a short retry backoff) delays the message, the reaper covers its loss."""
+    run_node.apply_async((run_id,), queue=queue, priority=priority, countdown=countdown)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.contrib import admin
+from django.contrib.admin.utils import display_for_value
 from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -93,6 +94,13 @@ def job_outputs(job: Job) -> list[dict[str, Any]]:
     return items
 
 
+def job_times(job: Job) -> dict[str, str]:
+    """The job's changing times as admin shows read-only dates ("-" when not set)."""
+    return {name: str(display_for_value(value, "-")) for name, value in (
+        ("updated-at", job.updated_at), ("started-at", job.started_at),
+        ("completed-at", job.completed_at))}
+
+
 def events_token(job: Job) -> str:
     """A short-lived token for the job's event stream, as its owner would get from the API."""
     return signing.dumps({"u": str(job.user_id), "j": str(job.id)}, salt=EVENTS_TOKEN_SALT)
@@ -112,13 +120,14 @@ class JobAdmin(admin.ModelAdmin):
         (None, {"fields": ["id", "name", "description", "user", "job_type", "live_status",
                            "live_progress", "priority", "live_error", "retry_count",
                            "max_retries", "event_seq"]}),
-        ("Times", {"fields": ["created_at", "updated_at", "started_at", "completed_at"]}),
+        ("Times", {"fields": ["created_at", "live_updated_at", "live_started_at",
+                              "live_completed_at"]}),
         ("Data", {"classes": ["collapse"], "fields": ["data_json", "input_json"]}),
     ]
     readonly_fields = ["id", "name", "description", "user", "job_type", "live_status",
                        "live_progress", "priority", "live_error", "retry_count", "max_retries",
-                       "event_seq", "created_at", "updated_at", "started_at", "completed_at",
-                       "data_json", "input_json"]
+                       "event_seq", "created_at", "live_updated_at", "live_started_at",
+                       "live_completed_at", "data_json", "input_json"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs start from generation requests, never by hand
@@ -138,6 +147,21 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="error message")
     def live_error(self, obj: Job) -> str:
         return format_html('<span id="job-live-error">{}</span>', obj.error_message or "")
+
+    # The times change as the job runs; the page's script copies them from the re-fetched
+    # sections (`job_times`), rendered the same way, since `job_update` events do not carry them.
+    @admin.display(description="updated at")
+    def live_updated_at(self, obj: Job) -> str:
+        return format_html('<span id="job-live-updated-at">{}</span>', job_times(obj)["updated-at"])
+
+    @admin.display(description="started at")
+    def live_started_at(self, obj: Job) -> str:
+        return format_html('<span id="job-live-started-at">{}</span>', job_times(obj)["started-at"])
+
+    @admin.display(description="completed at")
+    def live_completed_at(self, obj: Job) -> str:
+        return format_html('<span id="job-live-completed-at">{}</span>',
+                           job_times(obj)["completed-at"])
 
     @admin.display(description="data")
     def data_json(self, obj: Job) -> str:
@@ -169,7 +193,8 @@ class JobAdmin(admin.ModelAdmin):
 
     def _sections_context(self, job: Job) -> dict[str, Any]:
         """What the live sections show; the engine's admin adds its generations and node runs."""
-        return {"generations": [], "node_runs": [], "outputs": job_outputs(job)}
+        return {"generations": [], "node_runs": [], "outputs": job_outputs(job),
+                "times": job_times(job)}
 
     def sections_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
         """The generations, node runs and outputs as an HTML fragment the page swaps in."""

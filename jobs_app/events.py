@@ -6,6 +6,10 @@ A thin async view rather than django-eventstream: the stream must authenticate l
 missed ones from the event rows, and hold no database connection while it waits. It keeps
 django-eventstream's contract: events are rows (storage) and are published through Redis on
 commit, so every web process delivers what any worker wrote.
+
+The stream ends with the job: once the job row is finished and every event up to its
+`event_seq` has been sent (read together, in one snapshot), the response closes. EventSource then
+reconnects with the last id and gets `204 No Content`, which tells it to stop.
 """
 
 from __future__ import annotations
@@ -70,22 +74,39 @@ def _viewer_id(request: HttpRequest, job_id: UUID) -> Any:
     return result[0].pk
 
 
-def _open(request: HttpRequest, job_id: UUID, last_event_id: str | None) -> tuple[list[bytes], int]:
-    """Authenticate, check the job is the viewer's, and build the first frames; closes the
-    database connection before returning, so the waiting stream holds none."""
+def _terminal(event_type: str, data: Any) -> bool:
+    """A `job_update` that says the job finished: the cue to check whether the stream is done
+    (the job row decides: a retry may have started it again since)."""
+    return event_type == "job_update" and isinstance(data, dict) \
+        and data.get("status") in Job.FINISHED
+
+
+def _repeatable_read() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+
+def _open(request: HttpRequest, job_id: UUID,
+          last_event_id: str | None) -> tuple[list[bytes], int, bool]:
+    """Authenticate, check the job is the viewer's, and build the first frames, the last sequence
+    number they cover and whether the job is finished (then the frames are all there is; none
+    means the client has everything). Closes the database connection before returning, so the
+    waiting stream holds none."""
     try:
         user_id = _viewer_id(request, job_id)
         # one snapshot: the job's sequence number and the rows read with it agree, so a row that
         # commits meanwhile arrives once, live, and not also inside history_init
         with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            _repeatable_read()
             job = Job.objects.filter(pk=job_id, user_id=user_id).first()
             if job is None:
                 raise _Denied(404, "Job not found.")
             last_seq = job.event_seq
+            finished = job.status in Job.FINISHED
             frames: list[bytes] = []
             replay_from = _parse_seq(last_event_id)
+            if finished and replay_from is not None and replay_from >= last_seq:
+                return [], last_seq, True  # at or past the final event: nothing more will come
             if replay_from is not None and replay_from <= last_seq:
                 for ev in job_events_after(job_id=job.pk, seq=replay_from):
                     frames.append(_format(ev.seq, ev.event_type, ev.data))
@@ -94,14 +115,19 @@ def _open(request: HttpRequest, job_id: UUID, last_event_id: str | None) -> tupl
                 rows = [history_row_data(r) for r in JobHistory.objects.filter(job=job)
                         .order_by("created_at", "id")]
                 frames.append(_format(last_seq, "history_init", rows))
-        return frames, last_seq
+        return frames, last_seq, finished
     finally:
         connection.close()
 
 
-def _missed(job_id: UUID, after: int) -> list[JobEvent]:
+def _missed(job_id: UUID, after: int) -> tuple[list[JobEvent], bool]:
+    """The events after `after` and whether they finish the stream: the job is finished (or
+    gone) in the same snapshot, so they run up to its final event."""
     try:
-        return job_events_after(job_id=job_id, seq=after)
+        with transaction.atomic():
+            _repeatable_read()
+            status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+            return job_events_after(job_id=job_id, seq=after), status in (None, *Job.FINISHED)
     finally:
         connection.close()
 
@@ -121,7 +147,7 @@ async def job_events(request: HttpRequest, job_id: UUID) -> HttpResponse | Strea
     # subscribe before reading the rows, so nothing committed in between is missed
     await pubsub.subscribe(events_channel(job_id))
     try:
-        frames, last_seq = await sync_to_async(_open)(request, job_id, last_event_id)
+        frames, last_seq, finished = await sync_to_async(_open)(request, job_id, last_event_id)
     except _Denied as exc:
         await pubsub.aclose()
         await redis.aclose()
@@ -135,15 +161,19 @@ async def job_events(request: HttpRequest, job_id: UUID) -> HttpResponse | Strea
         await pubsub.aclose()
         await redis.aclose()
         raise
-    response = StreamingHttpResponse(_stream(job_id, frames, last_seq, redis, pubsub),
+    if finished and not frames:
+        await pubsub.aclose()
+        await redis.aclose()
+        return HttpResponse(status=204)
+    response = StreamingHttpResponse(_stream(job_id, frames, last_seq, finished, redis, pubsub),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-async def _stream(job_id: UUID, frames: list[bytes], last_seq: int, redis: aioredis.Redis,
-                  pubsub: Any) -> AsyncIterator[bytes]:
+async def _stream(job_id: UUID, frames: list[bytes], last_seq: int, finished: bool,
+                  redis: aioredis.Redis, pubsub: Any) -> AsyncIterator[bytes]:
     heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
     try:
         yield b"retry: 2000\n\n"
@@ -151,30 +181,40 @@ async def _stream(job_id: UUID, frames: list[bytes], last_seq: int, redis: aiore
             yield frame
         if frames and frames[-1]:
             last_seq = max(last_seq, _last_id(frames))
+        if finished:  # the frames were read with the finished job row: they end with its last event
+            return
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat)
+            catch_up = False
             if message is None:
                 # a quiet spell: catch up on an event whose publish was lost after its commit
                 # (a worker killed between the two), so the stream does not wait for the next one
-                for ev in await sync_to_async(_missed)(job_id, last_seq):
+                catch_up = True
+            else:
+                try:
+                    event = json.loads(message["data"])
+                except (TypeError, ValueError):
+                    continue
+                seq = int(event["seq"])
+                if seq <= last_seq:
+                    continue
+                if seq == last_seq + 1:
+                    yield _format(seq, event["event"], event["data"])
+                    last_seq = seq
+                    # the finished status may be the last event: confirm against the rows now
+                    # rather than after a heartbeat, and close when nothing is left
+                    catch_up = _terminal(event["event"], event["data"])
+                else:  # a publish was lost or arrived out of order: read the rows
+                    catch_up = True
+            if catch_up:
+                rows, done = await sync_to_async(_missed)(job_id, last_seq)
+                for ev in rows:
                     yield _format(ev.seq, ev.event_type, ev.data)
                     last_seq = ev.seq
-                yield b": keep-alive\n\n"
-                continue
-            try:
-                event = json.loads(message["data"])
-            except (TypeError, ValueError):
-                continue
-            seq = int(event["seq"])
-            if seq <= last_seq:
-                continue
-            if seq > last_seq + 1:  # a publish was lost or arrived out of order: read the rows
-                for ev in await sync_to_async(_missed)(job_id, last_seq):
-                    yield _format(ev.seq, ev.event_type, ev.data)
-                    last_seq = ev.seq
-                continue
-            yield _format(seq, event["event"], event["data"])
-            last_seq = seq
+                if done:
+                    return
+                if message is None:
+                    yield b": keep-alive\n\n"
     except asyncio.CancelledError:  # the client went away
         raise
     finally:

@@ -66,6 +66,7 @@ class JobHistory(models.Model):
     class Meta:
         db_table = "job_history"
         ordering = ["created_at", "id"]
+        verbose_name_plural = "job histories"
         constraints = [models.UniqueConstraint(fields=["job", "dedupe_key"],
                                                name="uniq_history_dedupe")]
 

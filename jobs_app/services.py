@@ -34,6 +34,23 @@ def _client() -> redis.Redis:
     return _redis
 
 
+def events_pubsub() -> Any:
+    """A pub/sub connection on the events Redis (the caller subscribes and closes it)."""
+    return redis.Redis.from_url(settings.EVENTS_REDIS_URL, socket_timeout=5,
+                                socket_connect_timeout=2).pubsub()
+
+
+def event_says_cancelled(raw: Any) -> bool:
+    """Whether a published event payload is the job's `job_update` to `cancelled`."""
+    try:
+        event = json.loads(raw)
+    except (TypeError, ValueError):
+        return False
+    return (isinstance(event, dict) and event.get("event") == "job_update"
+            and isinstance(event.get("data"), dict)
+            and event["data"].get("status") == Job.Status.CANCELLED)
+
+
 def _publish(job_id: Any, payload: str) -> None:
     try:
         _client().publish(events_channel(job_id), payload)

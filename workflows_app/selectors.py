@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.db.models import Q, QuerySet
 
 from emprops.api import get_or_not_found
+from emprops.errors import NotFound
 from emprops.sandbox import credits_cost
 from workflows_app.forms import form_defaults, form_json_schema, resolve_form
 from workflows_app.models import (
@@ -21,7 +22,7 @@ from workflows_app.models import (
     UserApiSecret,
     Workflow,
 )
-from workflows_app.node_types import BUILTIN_NAMES
+from workflows_app.node_types import BUILTIN, BUILTIN_NAMES
 
 
 def workflow_list(*, include_hidden: bool = False) -> QuerySet[Workflow]:
@@ -90,7 +91,18 @@ def workflow_get(*, user: Any, workflow_id: Any) -> Workflow:
 
 
 def workflow_get_by_name(*, user: Any, name: str) -> Workflow:
-    return get_or_not_found(workflow_visible_list(user=user), label="Workflow", name=name)
+    """A workflow the viewer may see, by name, or the 404 of workflow_not_found."""
+    try:
+        return get_or_not_found(workflow_visible_list(user=user), label="Workflow", name=name)
+    except NotFound:
+        raise workflow_not_found(field="name") from None
+
+
+def workflow_not_found(*, field: str) -> NotFound:
+    """The 404 of a workflow looked up by `field`: names the built-in nodes in `details`, since
+    a step may use one of those by name without any workflow."""
+    return NotFound("Workflow not found.",
+                    details={field: ["No such workflow."], "builtin_nodes": sorted(BUILTIN)})
 
 
 def workflow_filter_component_group(qs: QuerySet[Workflow], group: str) -> QuerySet[Workflow]:

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from collections_app import selectors, services_files
 from collections_app.models import FlatFile
+from emprops.parsers import MultiPartParser
 from emprops.storage import public_url
 from emprops.views import ViewerListView
 
@@ -34,6 +35,7 @@ class UserFileOutputSerializer(serializers.ModelSerializer):
 
 
 class FileListCreateView(ViewerListView):
+    parser_classes = [MultiPartParser]  # the one upload endpoint: the API is JSON elsewhere
     serializer_class = UserFileOutputSerializer
     filterset_fields = ["rel_type", "mime_type", "hidden"]
     search_fields = ["name"]

@@ -106,6 +106,7 @@ class CreditsHistory(models.Model):
     class Meta:
         db_table = "credits_history"
         ordering = ["-created_at", "-id"]
+        verbose_name_plural = "credits histories"
 
 
 class IdempotencyKey(models.Model):

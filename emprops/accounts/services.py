@@ -229,7 +229,8 @@ def _finish_hold(hold: CreditsHold) -> None:
 
 def credits_charge_generation(*, job_id: uuid.UUID, gid: int, comment: str) -> Decimal:
     """Charge one completed generation from its job's hold, once: a second call changes nothing."""
-    with transaction.atomic():
+    # in the caller's transaction when there is one (no savepoint: an error aborts it all)
+    with transaction.atomic(savepoint=False):
         hold = CreditsHold.objects.select_for_update().filter(job_id=job_id).first()
         if hold is None or gid in hold.settled_gids:
             return Decimal(0)
@@ -257,7 +258,8 @@ def credits_charge_generation(*, job_id: uuid.UUID, gid: int, comment: str) -> D
 
 def credits_release_generation(*, job_id: uuid.UUID, gid: int) -> None:
     """Release one failed generation's share of the hold (nothing is charged for it)."""
-    with transaction.atomic():
+    # in the caller's transaction when there is one (no savepoint: an error aborts it all)
+    with transaction.atomic(savepoint=False):
         hold = CreditsHold.objects.select_for_update().filter(job_id=job_id).first()
         if hold is None or gid in hold.settled_gids:
             return
@@ -271,7 +273,8 @@ def credits_release_generation(*, job_id: uuid.UUID, gid: int) -> None:
 
 def credits_release_job(*, job_id: uuid.UUID) -> None:
     """Release whatever a job still holds (cancel, failure, time-out)."""
-    with transaction.atomic():
+    # in the caller's transaction when there is one (no savepoint: an error aborts it all)
+    with transaction.atomic(savepoint=False):
         hold = CreditsHold.objects.select_for_update().filter(job_id=job_id).first()
         if hold is None or hold.status != CreditsHold.Status.HELD:
             return

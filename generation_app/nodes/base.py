@@ -37,7 +37,9 @@ class NodeOutput:
     """What a node returns.
 
     `files` are stored by the runner at `generations/{user}/{job}/{gid}/{step}/{filename}`;
-    `src_file` / `alt_file` name which of them become `src` / `altSrc` in the step output.
+    `src_file` / `alt_file` name which of them become `src` / `altSrc` in the step output;
+    `src_files` names, in order, the files of a node that makes several (a ComfyUI batch), which
+    become the output's `srcs` list of `{src, mimeType}`.
     `data` is the text (or structured) result that `#<id>` mentions and `$ref` filters read.
     """
 
@@ -46,6 +48,7 @@ class NodeOutput:
     files: list[StoredFile] = field(default_factory=list)
     src_file: str | None = None
     alt_file: str | None = None
+    src_files: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -77,8 +77,8 @@ def job_retry(*, user: Any, job_id: UUID, refresh_workflows: bool = False) -> Jo
         for step_id, (queue, inline, depends_on, digest) in replan.runs.items():
             retried.filter(step_id=step_id).update(queue=queue, inline=inline,
                                                    depends_on=depends_on, workflow_digest=digest)
-    retried.update(status=NodeRun.Status.BLOCKED, attempt=0, error=None, progress=0,
-                   lease_until=None, next_attempt_at=None)
+    retried.update(status=NodeRun.Status.BLOCKED, attempt=0, retries=0, retrying_since=None,
+                   error=None, progress=0, lease_until=None, next_attempt_at=None)
     Generation.objects.filter(pk__in=[g.pk for g in failed]).update(
         status=Generation.Status.WAITING, error=None, failure_type=None, completed_at=None)
     jobs.history_add(job=job, status="processing", message=f"Retry attempt {job.retry_count}",

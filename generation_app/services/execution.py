@@ -13,16 +13,18 @@ import hashlib
 import logging
 import mimetypes
 import threading
-from collections.abc import Callable, Mapping
-from datetime import timedelta
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Q, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from collections_app.services import output_files_record
+from collections_app.services import StepFiles, output_files_record
 from emprops import storage
 from emprops.accounts import services as accounts
 from generation_app.engine import richtext
@@ -63,7 +65,7 @@ def _step(job: Job, step_id: int) -> dict[str, Any]:
 
 # ---- announcing work ----------------------------------------------------------------------------
 
-def _announce_on_commit(items: list[Announce]) -> None:
+def _announce_on_commit(items: list[Announce], *, countdown: float | None = None) -> None:
     if not items:
         return
 
@@ -71,7 +73,7 @@ def _announce_on_commit(items: list[Announce]) -> None:
         from generation_app.tasks import announce
 
         for run_id, queue, priority in items:
-            announce(run_id, queue, priority)
+            announce(run_id, queue, priority, countdown=countdown)
 
     transaction.on_commit(send)
 
@@ -172,7 +174,15 @@ def node_run_claim(*, run_id: int, worker: str) -> NodeRun | None:
 
 
 class _Heartbeat:
-    """Renews a running node's lease and notices cancellation while the node works."""
+    """Renews a running node's lease and tells the node at once when its job is cancelled.
+
+    The cancel is pushed: the heartbeat listens on the job's event channel, where the cancel's
+    `job_update` is published on commit, so a long node (a queued ComfyUI prompt, a polled API)
+    stops within a fraction of a second instead of at the next lease renewal. The renewal, which
+    also finds a cancel, remains the fallback when Redis is unreachable.
+    """
+
+    POLL_SECONDS = 0.1
 
     def __init__(self, run: NodeRun) -> None:
         self.run = run
@@ -190,16 +200,54 @@ class _Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def _renew(self) -> None:
+        lease = timezone.now() + timedelta(seconds=settings.NODE_LEASE_SECONDS)
+        alive = NodeRun.objects.filter(pk=self.run.pk, status=NodeRun.Status.RUNNING,
+                                       attempt=self.run.attempt).update(lease_until=lease)
+        if not alive:
+            self.cancelled.set()
+
+    def _subscribe(self) -> Any:
+        try:
+            pubsub = jobs.events_pubsub()
+            pubsub.subscribe(jobs.events_channel(self.run.job_id))
+            return pubsub
+        except Exception:  # noqa: BLE001 - Redis down: the lease renewal still finds a cancel
+            logger.warning("no cancel push for node run %s: cannot subscribe", self.run.pk)
+            return None
+
+    def _listen(self, pubsub: Any, seconds: float) -> Any:
+        try:
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
+        except Exception:  # noqa: BLE001
+            self._stop.wait(seconds)
+            return None
+        if message and jobs.event_says_cancelled(message.get("data")):
+            self.cancelled.set()
+        return pubsub
+
     def _loop(self) -> None:
         interval = max(0.5, settings.NODE_LEASE_SECONDS / 3)
+        pubsub = self._subscribe()
         try:
-            while not self._stop.wait(interval):
-                lease = timezone.now() + timedelta(seconds=settings.NODE_LEASE_SECONDS)
-                alive = NodeRun.objects.filter(pk=self.run.pk, status=NodeRun.Status.RUNNING,
-                                               attempt=self.run.attempt).update(lease_until=lease)
-                if not alive:
-                    self.cancelled.set()
+            # a cancel committed between the claim and the subscription was published unheard
+            self._renew()
+            next_renew = time.monotonic() + interval
+            while not self._stop.is_set():
+                wait = min(self.POLL_SECONDS, max(0.0, next_renew - time.monotonic()))
+                if pubsub is not None:
+                    pubsub = self._listen(pubsub, wait)
+                else:
+                    self._stop.wait(wait)
+                if time.monotonic() >= next_renew and not self._stop.is_set():
+                    self._renew()
+                    next_renew = time.monotonic() + interval
         finally:
+            if pubsub is not None:
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001, S110 - closing is best effort
+                    pass
             connection.close()
 
     def progress(self, fraction: float) -> None:
@@ -333,7 +381,7 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
         NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING).update(
             status=NodeRun.Status.CANCELLED, lease_until=None)
         return []
-    if run.attempt > settings.NODE_MAX_ATTEMPTS:
+    if run.attempt - run.retries > settings.NODE_MAX_ATTEMPTS:  # claims lost with their worker
         return node_run_fail(run=run, error=NodeError(
             f"Gave up after {run.attempt - 1} attempts (the worker was lost each time).",
             failure_type="INTERNAL"))
@@ -514,6 +562,9 @@ def _step_output(result: NodeOutput, stored: Mapping[str, tuple[str, str]]) -> d
         key, mime = stored[result.alt_file]
         out["altSrc"] = storage.public_url(key)
         out["altMimeType"] = mime
+    if result.src_files:  # every image of a batch, the first one also as `src`
+        out["srcs"] = [{"src": storage.public_url(stored[name][0]), "mimeType": stored[name][1]}
+                       for name in result.src_files if name in stored]
     out.update(result.extra)
     return out
 
@@ -574,10 +625,10 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
         gen = Generation.objects.select_for_update().get(job=locked, gid=run.gid)
         if run.inline:  # an inline run did not say it started: it does now, with its result
             _job_started(locked)
-        for r, keys, output in recorded:
+        _record_files(job=locked, gen=gen, recorded=recorded)
+        for r, _keys, output in recorded:
             if r.inline:
                 _history_started(job=locked, run=r)
-            _record_files(run=r, job=locked, gen=gen, stored=keys, output=output)
             jobs.history_add(job=locked, status="processing",
                              message=f"Node {r.node_name} completed",
                              data={"gid": r.gid, "node": r.node_name, "nodeId": r.step_id,
@@ -598,14 +649,16 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
     return inline
 
 
-def _record_files(*, run: NodeRun, job: Job, gen: Generation,
-                  stored: Mapping[str, tuple[str, str]], output: Mapping[str, Any]) -> None:
+def _record_files(*, job: Job, gen: Generation,
+                  recorded: Sequence[tuple[NodeRun, Mapping[str, tuple[str, str]], dict[str, Any]]],
+                  ) -> None:
     collection_id = (job.data or {}).get("collectionId")
     gen_in = dict(job.input or {})
     gen_in["generations"] = {"hashes": [gen.hash], "generations": 1, "use_custom_hashes": True}
-    output_files_record(user_id=job.user_id, job_id=job.id, component_id=run.step_id,
-                        rel_id=f"{collection_id}_{run.step_id}", files=stored,
-                        gen_in_data=gen_in, gen_out_data=output)
+    output_files_record(user_id=job.user_id, job_id=job.id, collection_id=collection_id, steps=[
+        StepFiles(component_id=r.step_id, rel_id=f"{collection_id}_{r.step_id}", files=keys,
+                  gen_in_data=gen_in, gen_out_data=output)
+        for r, keys, output in recorded])
 
 
 def _generation_output(job: Job, gen: Generation,
@@ -701,26 +754,68 @@ def backoff_seconds(attempt: int) -> float:
     return float(min(60, 2 ** max(0, attempt - 1)))
 
 
+def calls_upstream(run: NodeRun) -> bool:
+    """Whether the run waits on an outside server (its errors may outlast a few attempts)."""
+    return run.queue == "io" or run.queue.startswith("service.")
+
+
+def retry_delay(*, run: NodeRun, error: NodeError, now: datetime) -> float | None:
+    """Seconds until a failed run is tried again, or None when it fails for good.
+
+    An upstream node retries a transient error with capped exponential backoff (1, 2, 4 ... s,
+    at most UPSTREAM_RETRY_MAX_BACKOFF_SECONDS) until UPSTREAM_RETRY_WINDOW_SECONDS have passed
+    since the first failure of the streak; other nodes retry NODE_MAX_ATTEMPTS times."""
+    if not error.retryable:
+        return None
+    if calls_upstream(run):
+        since = run.retrying_since or now
+        if (now - since).total_seconds() >= settings.UPSTREAM_RETRY_WINDOW_SECONDS:
+            return None
+        return float(min(settings.UPSTREAM_RETRY_MAX_BACKOFF_SECONDS, 2 ** min(run.retries, 30)))
+    if run.attempt < settings.NODE_MAX_ATTEMPTS:
+        return backoff_seconds(run.attempt)
+    return None
+
+
 def node_run_fail(*, run: NodeRun, error: NodeError) -> list[int]:
-    """A transient error with attempts left goes back to the queue with `next_attempt_at`;
-    otherwise the run and its generation fail."""
+    """A transient error goes back to the queue with `next_attempt_at` (and a history row that
+    says when it is retried and why) while retries are left; otherwise the run and its
+    generation fail."""
     job = run.job
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
-        if error.retryable and run.attempt < settings.NODE_MAX_ATTEMPTS \
-                and locked.status not in Job.FINISHED:
-            retry_at = timezone.now() + timedelta(seconds=backoff_seconds(run.attempt))
-            NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
-                                   attempt=run.attempt).update(
-                status=NodeRun.Status.QUEUED, next_attempt_at=retry_at, lease_until=None,
-                error=error.message[:2000], queued_at=timezone.now(), announced_at=None)
-            logger.info("node %s of job %s failed (attempt %s), retrying: %s", run.node_name,
-                        job.id, run.attempt, error.message)
+        now = timezone.now()
+        delay = retry_delay(run=run, error=error, now=now) \
+            if locked.status not in Job.FINISHED else None
+        if delay is not None:
+            # announced now with a countdown when that is sooner than the reaper's next pass
+            soon = delay <= settings.REAPER_INTERVAL_SECONDS
+            requeued = NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
+                                              attempt=run.attempt).update(
+                status=NodeRun.Status.QUEUED, next_attempt_at=now + timedelta(seconds=delay),
+                lease_until=None, error=error.message[:2000], queued_at=now,
+                announced_at=now if soon else None, retries=F("retries") + 1,
+                retrying_since=Coalesce(F("retrying_since"), Value(now)))
+            if not requeued:
+                return []
+            jobs.history_add(
+                job=locked, status="processing",
+                message=f"Node {run.node_name} retrying in {delay:g} s: {error.message}"[:2000],
+                data={"gid": run.gid, "node": run.node_name, "nodeId": run.step_id,
+                      "attempt": run.attempt, "retryInSeconds": delay,
+                      "error": error.message[:2000]},
+                retry_attempt=run.attempt - 1,
+                dedupe_key=f"retry:{run.gid}:{run.step_id}:{run.attempt}:{locked.retry_count}")
+            if soon:
+                _announce_on_commit([(run.pk, run.queue, locked.priority)],
+                                    countdown=delay + 0.05)
+            logger.info("node %s of job %s failed (attempt %s), retrying in %s s: %s",
+                        run.node_name, job.id, run.attempt, delay, error.message)
             return []
         won = NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
                                      attempt=run.attempt).update(
             status=NodeRun.Status.FAILED, error=error.message[:2000], lease_until=None,
-            completed_at=timezone.now())
+            completed_at=now)
         if not won:
             return []
         gen = Generation.objects.select_for_update().get(job=locked, gid=run.gid)

@@ -17,6 +17,7 @@ from emprops.idempotency import idempotency_purge
 from generation_app.models import Generation, NodeRun
 from generation_app.nodes.base import NodeError
 from generation_app.services import execution
+from jobs_app import services as jobs
 from jobs_app.models import Job
 
 logger = logging.getLogger(__name__)
@@ -116,3 +117,5 @@ def _time_out(job: Job) -> None:
         for gen in Generation.objects.select_for_update().filter(job=locked).exclude(
                 status__in=Generation.FINISHED):
             execution.generation_fail(job=locked, gen=gen, component="job", error=error)
+        # the finished status is the stream's final `job_update` (clients watch for it)
+        jobs.job_changed(job=locked)

@@ -8,9 +8,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from emprops.errors import GraphError, Unprocessable
+from emprops.errors import GraphError, Unprocessable, ValidationFailed
 from generation_app.engine.dag import build_dag, find_cycle
 from generation_app.models import WorkflowSnapshot
+from generation_app.nodes.comfy.graph import form_value_errors as comfy_value_errors
 from workflows_app.forms import prompt_fields
 from workflows_app.models import Workflow
 from workflows_app.node_types import (
@@ -120,6 +121,7 @@ def plan_steps(data: Mapping[str, Any]) -> StepPlan:
     if problems:
         raise Unprocessable("This collection can no longer run: " + "; ".join(
             m for msgs in problems.values() for m in msgs), details=problems)
+    _check_comfy_values(all_steps, workflows)
     deps = step_deps(runnable, workflows)
     skipped_ids = {s["id"] for s in skipped}
     known = {s["id"] for s in runnable} | {VARIABLES_STEP_ID}
@@ -134,6 +136,23 @@ def plan_steps(data: Mapping[str, Any]) -> StepPlan:
     if cycle:
         raise GraphError(f"The steps form a cycle: {cycle}.", details={"steps": [f"Cycle {cycle}."]})
     return StepPlan(steps=runnable, skipped=skipped, deps=deps, workflows=workflows)
+
+
+def _check_comfy_values(steps: list[dict[str, Any]], workflows: Mapping[str, Workflow]) -> None:
+    """ValidationFailed (400) naming each form value a ComfyUI step could not write into its
+    graph (a color that is no color, for a number input): refused before credits are held, not
+    when the step runs."""
+    errors: dict[str, list[str]] = {}
+    for index, step in enumerate(steps):
+        name, payload = step.get("nodeName"), step.get("nodePayload")
+        wf = workflows.get(name) if isinstance(name, str) and not step.get("skip") else None
+        if wf is None or wf.type != Workflow.Type.COMFY_WORKFLOW or not isinstance(payload, dict):
+            continue
+        for field_id, messages in comfy_value_errors(data=wf.data or {}, values=payload).items():
+            errors[f"steps[{index}].nodePayload.{field_id}"] = messages
+    if errors:
+        first = next(iter(errors))
+        raise ValidationFailed(f"Invalid input: {first}: {errors[first][0]}", details=errors)
 
 
 def node_run_plan(step: Mapping[str, Any], plan: StepPlan) -> tuple[str, bool, list[int]]:

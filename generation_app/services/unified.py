@@ -213,7 +213,7 @@ def _resolve_workflow(*, user: Any, request: GenerateRequest) -> tuple[str, Work
             wf = workflow_selectors.workflow_get_by_name(user=user,
                                                          name=str(request.workflow_name))
     except NotFound:
-        raise NotFound("Workflow not found.", details={at: ["No such workflow."]}) from None
+        raise workflow_selectors.workflow_not_found(field=at) from None
     if wf.type not in Workflow.EXECUTABLE_TYPES:
         raise ValidationFailed(f"Workflow '{wf.name}' is of type '{wf.type}', which cannot run.",
                                details={at: [f"A {wf.type} workflow cannot run."]})

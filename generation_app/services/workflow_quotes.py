@@ -11,6 +11,7 @@ from django.db import transaction
 from collections_app.generation_input import count_generations
 from collections_app.services import generation_input_validate
 from emprops.errors import Unprocessable, ValidationFailed
+from generation_app.nodes.comfy.graph import form_value_errors as comfy_value_errors
 from generation_app.services.quote import quote_steps
 from generation_app.services.requests import job_create_from_input, job_input_prepare
 from jobs_app.models import Job
@@ -47,6 +48,9 @@ def workflow_inputs_validate(*, workflow: Workflow, inputs: Mapping[str, Any]) -
     confs = workflows.form_conf_map(forms=[form] if form else [])
     coerced, field_errors = validate_payload(form, payload, conf_options=confs)
     errors.update({f"inputs.{k}": v for k, v in field_errors.items()})
+    if workflow.type == Workflow.Type.COMFY_WORKFLOW:
+        refused = comfy_value_errors(data=workflow.data or {}, values=coerced)
+        errors.update({f"inputs.{k}": v for k, v in refused.items() if k not in field_errors})
     if errors:
         first = next(iter(errors))
         raise ValidationFailed(f"Invalid input: {first}: {errors[first][0]}", details=errors)

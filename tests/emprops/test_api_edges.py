@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from collections_app.models import Collection, Project
+from collections_app.models import Collection, FlatFile, Project
 from emprops.accounts.services import api_key_create
 from workflows_app.models import UserApiSecret, Workflow
 
@@ -69,12 +70,15 @@ def test_a_nul_character_in_a_json_body_is_a_400_and_nothing_is_created(api_for,
     assert not Project.objects.exists()
 
 
-def test_a_nul_character_in_a_form_body_is_a_400(api_for, alice):
-    response = api_for(alice).post("/api/projects", "name=a%00b",
-                                   content_type="application/x-www-form-urlencoded")
+def test_a_nul_character_in_a_multipart_field_is_a_400(api_for, alice):
+    upload = SimpleUploadedFile("a.txt", b"hi", "text/plain")
 
-    _assert_enveloped_error(response, 400)
-    assert not Project.objects.exists()
+    response = api_for(alice).post("/api/files", {"file": upload, "note": "a\u0000b"},
+                                   format="multipart")
+
+    body = _assert_enveloped_error(response, 400)
+    assert body["error"] == "Text cannot contain NUL (\\u0000) characters."
+    assert not FlatFile.objects.exists()
 
 
 def test_json_nested_too_deep_is_a_400_and_nothing_is_created(api_for, alice):
@@ -92,14 +96,14 @@ def test_json_nested_too_deep_is_a_400_and_nothing_is_created(api_for, alice):
     assert Collection.objects.count() == 1
 
 
-def test_too_many_form_fields_is_an_enveloped_400(api_for, alice):
-    form = "&".join(f"f{i}=1" for i in range(1100))
+def test_too_many_multipart_fields_is_an_enveloped_400(api_for, alice):
+    fields = {f"f{i}": "1" for i in range(1100)}
+    fields["file"] = SimpleUploadedFile("a.txt", b"hi", "text/plain")
 
-    response = api_for(alice).post("/api/projects", form,
-                                   content_type="application/x-www-form-urlencoded")
+    response = api_for(alice).post("/api/files", fields, format="multipart")
 
     _assert_enveloped_error(response, 400)
-    assert not Project.objects.exists()
+    assert not FlatFile.objects.exists()
 
 
 @pytest.mark.parametrize("method, path", [

@@ -35,7 +35,10 @@ def test_cancel_stops_running_work_and_releases_credits(api_for, alice, comfy, w
     collection = _slow_collection(client, comfy)
     job_id = client.post(f"/api/collections/{collection['id']}/generations", {"count": 2},
                          format="json").json()["data"]["jobId"]
-    wait_for(lambda: comfy.running_prompt_id is not None, 60)
+    # one prompt runs and the other waits in ComfyUI's queue (it runs one prompt at a time)
+    wait_for(lambda: comfy.running_prompt_id is not None and len(comfy.pending_prompt_ids()) == 1,
+             60)
+    running, queued = comfy.running_prompt_id, comfy.pending_prompt_ids()[0]
 
     cancelled = client.post(f"/api/jobs/{job_id}/cancel")
     again = client.post(f"/api/jobs/{job_id}/cancel")
@@ -43,8 +46,15 @@ def test_cancel_stops_running_work_and_releases_credits(api_for, alice, comfy, w
     assert cancelled.status_code == 200
     assert cancelled.json()["data"]["status"] == "cancelled"
     assert again.status_code == 409
-    # the running node notices (lease heartbeat) and asks ComfyUI to stop that prompt only
-    wait_for(lambda: comfy.interrupt_requests, 30)
+    # the cancel is pushed to both nodes: the queued prompt is deleted from ComfyUI's queue, the
+    # running one interrupted (by its id: never a bare interrupt)
+    wait_for(lambda: any(queued in (r or {}).get("delete", ()) for r in comfy.queue_requests)
+             and running in comfy.interrupted_prompt_ids, 30)
+    # the prompt that still ran when the cancel landed (5 s) finished interrupted, and the one
+    # queued behind it never started: the delete reached ComfyUI before its turn came
+    wait_for(lambda: comfy.running_prompt_id is None, 30)
+    assert queued not in comfy.executed_prompt_ids
+    assert comfy.pending_prompt_ids() == []
     assert all(r is not None for r in comfy.interrupt_requests)
     assert set(NodeRun.objects.filter(job_id=job_id).values_list("status", flat=True)) == {"cancelled"}
     assert JobHistory.objects.filter(job_id=job_id, message="Job cancelled").count() == 1

@@ -29,3 +29,30 @@ def test_reaper_admits_waiting_generations_whose_admission_was_lost(api_for, ali
     # then the waiting generation starts
     assert counts["started"] == 1
     assert Generation.objects.get(job_id=job_id, gid=1).status == Generation.Status.PENDING
+
+
+def test_a_timed_out_job_ends_its_events_with_a_failed_job_update(api_for, alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs_app.models import Job, JobEvent
+
+    # given a job that has run longer than the maximum run time
+    settings.MAX_JOB_RUN_SECONDS = 60
+    client = api_for(alice)
+    job_id = client.post(f"/api/collections/{_prompt_collection(client)['id']}/generations",
+                         {"count": 1}, format="json").json()["data"]["jobId"]
+    Job.objects.filter(pk=job_id).update(status=Job.Status.PROCESSING,
+                                         started_at=timezone.now() - timedelta(seconds=61))
+
+    # when the reaper passes
+    counts = reaper.reap()
+
+    # then the job failed, and its last event says so (stream clients watch job_update for it)
+    assert counts["timed_out"] == 1
+    job = Job.objects.get(pk=job_id)
+    last = JobEvent.objects.filter(job_id=job_id).order_by("-seq").first()
+    assert job.status == Job.Status.FAILED
+    assert (last.seq, last.event_type, last.data["status"]) == (job.event_seq, "job_update",
+                                                                "failed")

@@ -262,11 +262,14 @@ def test_a_retryable_error_with_attempts_left_requeues_the_run_after_its_backoff
     inline = node_run_fail(run=run, error=NodeError("upstream hiccup", retryable=True))
     after = timezone.now()
 
-    # then it is queued again, due after backoff_seconds(1), and nothing else changed
+    # then it is queued again, due after backoff_seconds(1) (announced with that countdown),
+    # history says so, and nothing else changed
     assert inline == []
     run.refresh_from_db()
-    assert (run.status, run.attempt, run.error, run.lease_until, run.announced_at) == (
-        NodeRun.Status.QUEUED, 1, "upstream hiccup", None, None)
+    assert (run.status, run.attempt, run.retries, run.error, run.lease_until) == (
+        NodeRun.Status.QUEUED, 1, 1, "upstream hiccup", None)
+    assert _between(run.announced_at, before, after)
+    assert _messages(job)[-1] == "Node prompt retrying in 1 s: upstream hiccup"
     backoff = timedelta(seconds=backoff_seconds(1))
     assert backoff == timedelta(seconds=1)
     assert _between(run.next_attempt_at, before + backoff, after + backoff)
@@ -634,14 +637,17 @@ def test_the_reaper_requeues_a_run_whose_lease_expired(alice, django_capture_on_
     assert again is not None and again.attempt == 2
 
 
-def test_the_reaper_announces_a_retry_once_its_backoff_is_over(alice,
+def test_the_reaper_announces_a_retry_whose_message_was_lost_once_its_backoff_is_over(alice,
                                                                django_capture_on_commit_callbacks):
-    # given a run that failed with a retryable error, its backoff over
+    # given a run that failed with a retryable error, its backoff over and the countdown message
+    # that should have announced it lost
     job = _submit(alice)
     run = node_run_claim(run_id=_run(job).pk, worker="w1")
     assert run is not None
     node_run_fail(run=run, error=NodeError("upstream hiccup", retryable=True))
-    NodeRun.objects.filter(pk=run.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    lost = timezone.now() - timedelta(seconds=settings.NODE_UNCLAIMED_SECONDS + 1)
+    NodeRun.objects.filter(pk=run.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1),
+                                             announced_at=lost)
 
     # when the reaper passes
     with django_capture_on_commit_callbacks() as announced:
@@ -706,3 +712,22 @@ def test_the_upstream_run_key_survives_redelivery_but_not_a_user_retry(alice):
     Job.objects.filter(pk=job.pk).update(retry_count=1)
     assert prompt_id(second) != before_retry
     assert run_key_for(job=Job.objects.get(pk=job.pk), run=second).endswith(":retry1")
+
+
+def test_a_one_off_steps_id_never_links_its_file_to_another_users_component(alice, bob):
+    # given bob's collection with a component, and alice's one-off input whose step id is that
+    # component's id (step ids of a one-off input are the user's to choose)
+    from collections_app.models import Collection, Component, ComponentFlatFile, Project
+
+    project = Project.objects.create(user=bob, name="bob's")
+    collection = Collection.objects.create(project=project, title="bob's")
+    component = Component.objects.create(collection=collection, node_name="prompt")
+    steps = [{"id": component.pk, "nodeName": "prompt", "nodePayload": {"prompt": "mine"}}]
+    job = _submit(alice, steps=steps)
+
+    # when alice's run completes
+    assert node_run_execute(run_id=_run(job, step_id=component.pk).pk, worker="test") == []
+
+    # then her file is recorded for her job only; bob's component gains nothing
+    assert FlatFile.objects.filter(job_id=job.id, user=alice).count() == 1
+    assert not ComponentFlatFile.objects.filter(component=component).exists()

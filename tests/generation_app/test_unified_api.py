@@ -245,9 +245,14 @@ def test_unknown_or_hidden_workflows_and_others_projects_are_404_naming_the_fiel
     }
 
     assert {k: r.status_code for k, r in responses.items()} == dict.fromkeys(responses, 404)
-    assert responses["workflow_id"].json()["details"] == {"workflow_id": ["No such workflow."]}
-    assert responses["workflow_name"].json()["details"] == {"workflow_name": ["No such workflow."]}
-    assert responses["hidden"].json()["details"] == {"workflow_id": ["No such workflow."]}
+    # a workflow's 404 names the built-in nodes, which need no workflow
+    builtin = ["js", "p5", "p52vid", "prompt"]
+    assert responses["workflow_id"].json()["details"] == {"workflow_id": ["No such workflow."],
+                                                          "builtin_nodes": builtin}
+    assert responses["workflow_name"].json()["details"] == {
+        "workflow_name": ["No such workflow."], "builtin_nodes": builtin}
+    assert responses["hidden"].json()["details"] == {"workflow_id": ["No such workflow."],
+                                                     "builtin_nodes": builtin}
     assert responses["project_id"].json()["details"] == {"project_id": ["No such project."]}
     assert responses["unknown project"].json()["details"] == {"project_id": ["No such project."]}
     assert _counts() == before
@@ -525,7 +530,8 @@ def test_one_bad_item_refuses_the_whole_batch_with_each_items_result(api_for, al
     results = response.json()["details"]["items"]
     assert results[0] == {"index": 0, "ok": True, "cost": {"per_generation": 1.0, "total": 1.0}}
     assert results[1] == {"index": 1, "status": 404, "error": "Workflow not found.",
-                          "details": {"workflow_name": ["No such workflow."]}}
+                          "details": {"workflow_name": ["No such workflow."],
+                                      "builtin_nodes": ["js", "p5", "p52vid", "prompt"]}}
     assert results[2]["status"] == 400
     assert results[2]["details"] == {
         "inputs.prompt": ["This field is required (a non-empty string)."]}

@@ -7,12 +7,15 @@ import json
 import os
 import re
 import threading
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from django.contrib.admin.utils import display_for_value
 from django.core import signing
 from django.db import connections, transaction
+from django.utils import timezone
 
 from generation_app.models import Generation, NodeRun
 from jobs_app.events import EVENTS_TOKEN_SALT
@@ -133,6 +136,35 @@ def test_anonymous_is_sent_to_the_login_page(client, alice):
 
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.django_db
+def test_the_job_times_show_on_the_page_and_come_back_with_the_sections(client, staff, alice):
+    # given a pending job open in admin: not started, not completed
+    with transaction.atomic():
+        job = Job.objects.create(user=alice, name="Collection Generation: Times")
+    client.force_login(staff)
+    page = client.get(f"/admin/jobs_app/job/{job.id}/change/").content.decode()
+    assert '<span id="job-live-started-at">-</span>' in page
+    assert '<span id="job-live-completed-at">-</span>' in page
+
+    # when it runs and completes
+    started = timezone.now()
+    completed = started + timedelta(seconds=42)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.COMPLETED, started_at=started,
+                                         completed_at=completed)
+    job.refresh_from_db()
+    sections = client.get(f"/admin/jobs_app/job/{job.id}/live/sections/").content.decode()
+
+    # then the re-fetched sections carry the times as the page renders them
+    shown = {name: html.escape(str(display_for_value(value, "-"))) for name, value in
+             [("started-at", started), ("completed-at", completed),
+              ("updated-at", job.updated_at)]}
+    assert shown["completed-at"] != "-"
+    times = re.search(r'<div id="job-live-times" hidden([^>]*)>', sections).group(1)
+    assert dict(re.findall(r' data-([a-z-]+)="([^"]*)"', times)) == shown
+    page = client.get(f"/admin/jobs_app/job/{job.id}/change/").content.decode()
+    assert f'<span id="job-live-completed-at">{shown["completed-at"]}</span>' in page
 
 
 @pytest.mark.django_db
@@ -293,7 +325,8 @@ def test_the_page_follows_the_job_live_in_a_real_browser(client, staff, alice, t
             def run() -> JobHistory | None:
                 with transaction.atomic():
                     job.status, job.progress = Job.Status.PROCESSING, 50
-                    job.save(update_fields=["status", "progress", "updated_at"])
+                    job.started_at = timezone.now()
+                    job.save(update_fields=["status", "progress", "started_at", "updated_at"])
                     row = history_add(job=job, status="processing", message="Node started",
                                       data={"gid": 0, "node": "p5", "nodeId": 2})
                     job_changed(job=job)
@@ -312,7 +345,9 @@ def test_the_page_follows_the_job_live_in_a_real_browser(client, staff, alice, t
                 with transaction.atomic():
                     job.data = {"outputs": [output]}
                     job.status, job.progress = Job.Status.COMPLETED, 100
-                    job.save(update_fields=["data", "status", "progress", "updated_at"])
+                    job.completed_at = timezone.now() + timedelta(minutes=1)
+                    job.save(update_fields=["data", "status", "progress", "completed_at",
+                                            "updated_at"])
                     row = history_add(job=job, status="completed",
                                       message="Generation completed successfully",
                                       data={"gid": 0, "outputs": output})
@@ -324,6 +359,16 @@ def test_the_page_follows_the_job_live_in_a_real_browser(client, staff, alice, t
             # then the page shows it without a reload: status, progress, rows and the output
             page.wait_for_selector(f'#job-outputs img[src="{IMAGE_URL}"]', timeout=15_000)
             page.wait_for_selector(f'#job-history tr[data-id="{done.id}"]', timeout=15_000)
+            # and the finished job's stream ends without the page reconnecting again and again
+            page.wait_for_function(
+                "document.getElementById('job-live-connection').textContent === 'finished'",
+                timeout=15_000)
+            # the times too, which job_update events do not carry ("-" before the reload)
+            completed_text = str(display_for_value(job.completed_at, "-"))
+            page.wait_for_function(
+                "text => document.getElementById('job-live-completed-at').textContent === text",
+                arg=completed_text, timeout=15_000)
+            started_text = page.text_content("#job-live-started-at")
             status = page.text_content("#job-live-status")
             progress = page.text_content("#job-live-progress")
             history_ids = page.eval_on_selector_all("#job-history tbody tr",
@@ -333,6 +378,7 @@ def test_the_page_follows_the_job_live_in_a_real_browser(client, staff, alice, t
             web.stop()
 
     assert (status, progress) == ("completed", "100")
+    assert started_text == str(display_for_value(job.started_at, "-"))
     assert history_ids == [str(r.id) for r in JobHistory.objects.filter(job=job)
                            .order_by("created_at", "id")]
 

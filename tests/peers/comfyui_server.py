@@ -295,6 +295,7 @@ class ComfyTestServer:
         self._cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
 
         self._stop = threading.Event()
+        self._crashed = False
         self._executor = threading.Thread(
             target=self._execute_loop, name="comfy-executor", daemon=True
         )
@@ -335,6 +336,13 @@ class ComfyTestServer:
         print(f"ComfyUI test server listening on {self.url}", flush=True)
         self._uvicorn.run(sockets=[self._sock])
         self._stop.set()
+
+    def crash(self) -> None:
+        """Go away as a killed ComfyUI does: no last messages (a graceful stop reports the
+        running prompt interrupted), connections dropped, queue and history gone with it."""
+        with self._lock:
+            self._crashed = True
+        self.stop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -400,6 +408,8 @@ class ComfyTestServer:
 
     def _send(self, sid: str | None, event: str, data: dict[str, Any]) -> None:
         with self._lock:
+            if self._crashed:
+                return
             if sid is None:
                 # no client_id: broadcast-flagged events reach everyone, the rest nobody
                 if event in ("execution_interrupted", "execution_error"):

@@ -10,19 +10,22 @@ Rules (SPEC section 4, comfy_workflow): a missing required value fails with the 
 missing fields; a falsy value takes `default`; `seed` falls back to the generation seed;
 prompt_editor fields are rendered first; `api_key` inputs come from the user's secret, else from the
 environment variable the input names; values are coerced to the graph's own literal type (numbers
-often arrive as strings).
+often arrive as strings; a color_picker's "#rrggbb" becomes the integer 0xrrggbb where the graph
+holds a number, as ComfyUI's color inputs, e.g. EmptyImage's `color`, are INTs).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from generation_app.nodes.base import NodeError
 
 NUMERIC_FIELD_TYPES = frozenset({"slider"})
+_HEX_COLOR = re.compile(r"#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 
 
 def build_prompt_graph(
@@ -116,7 +119,13 @@ def _coerce(value: Any, current: Any, form_field: Mapping[str, Any], label: str)
     if not (isinstance(current, int | float) or numeric):
         return value
     number: int | float
-    if isinstance(value, str):
+    if form_field.get("type") == "color_picker" and isinstance(value, str):
+        # "#ff8800" into a number input (see _is_number for why the literal's type is the rule)
+        try:
+            number = color_to_int(value)
+        except ValueError as exc:
+            raise NodeError(f"Field {label}: {exc}") from None
+    elif isinstance(value, str):
         text = value.strip()
         try:
             number = int(text)
@@ -134,3 +143,75 @@ def _coerce(value: Any, current: Any, form_field: Mapping[str, Any], label: str)
     if isinstance(current, int) and isinstance(number, float) and number.is_integer():
         return int(number)
     return number
+
+
+def color_to_int(value: str) -> int:
+    """`"#ff8800"` (or `"#f80"`) -> 0xff8800; a plain decimal integer string is taken as is
+    (payloads that already carry ComfyUI's number); anything else is ValueError."""
+    text = value.strip()
+    match = _HEX_COLOR.fullmatch(text)
+    if match:
+        digits = match.group(1)
+        if len(digits) == 3:
+            digits = "".join(c * 2 for c in digits)
+        return int(digits, 16)
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    raise ValueError(f"expected a color like #ff8800, got {value!r}")
+
+
+def form_value_errors(*, data: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, list[str]]:
+    """`{field id: [message]}` for form values that `build_prompt_graph` would refuse to convert,
+    checked before a job is created (so a bad value costs nothing). Only literal values are
+    judged: `$ref`s and unset fields are resolved at run time."""
+    errors: dict[str, list[str]] = {}
+    for field_id, spec, form_field, current in _mapped_inputs(data):
+        value = values.get(field_id)
+        if _is_falsy(value):  # as build_prompt_graph: a falsy value takes the default
+            default = spec.get("default")
+            value = default if default is not None else form_field.get("default", value)
+        if (form_field.get("type") != "color_picker" or not isinstance(value, str)
+                or not value.strip() or not _is_number(current)):
+            continue
+        try:
+            color_to_int(value)
+        except ValueError:
+            errors.setdefault(field_id, []).append(
+                f"Expected a color like #ff8800 (this field sets a number), got {value!r}.")
+    return errors
+
+
+def _is_number(literal: Any) -> bool:
+    # Which inputs take a number is read off the graph itself: an API-format graph (ComfyUI's
+    # "Export (API)", and what POST /prompt takes) carries every widget's current value, and an INT
+    # or FLOAT widget's value is always a JSON number there. That is exact for real workflows and
+    # needs no /object_info round trip to the server; an input missing from the graph keeps the
+    # form's value as it is.
+    return isinstance(literal, int | float) and not isinstance(literal, bool)
+
+
+def _mapped_inputs(
+    data: Mapping[str, Any],
+) -> Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any], Any]]:
+    """(field id, input spec, its form field, the graph literal it replaces) for each mapped
+    ComfyUI input but API keys."""
+    workflow = data.get("workflow")
+    mapping = data.get("inputs")
+    if not isinstance(workflow, Mapping) or not isinstance(mapping, Mapping):
+        return
+    form = data.get("form")
+    form_fields = form.get("fields") if isinstance(form, Mapping) else None
+    fields = {str(f["id"]): f for f in form_fields or [] if isinstance(f, Mapping) and "id" in f}
+    for node_id, node_inputs in mapping.items():
+        node = workflow.get(str(node_id))
+        if not isinstance(node, Mapping) or not isinstance(node_inputs, Mapping):
+            continue
+        inputs = node.get("inputs")
+        inputs = inputs if isinstance(inputs, Mapping) else {}
+        for input_name, spec in node_inputs.items():
+            if isinstance(spec, str):
+                spec = {"value": spec}
+            if not isinstance(spec, Mapping) or spec.get("type") == "api_key":
+                continue
+            field_id = str(spec["value"]) if spec.get("value") is not None else str(input_name)
+            yield field_id, spec, fields.get(field_id, {}), inputs.get(input_name)

@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from generation_app.nodes.base import Node, NodeError, NodeOutput, RunContext, StoredFile
-from generation_app.nodes.comfy.client import ComfyClient
+from generation_app.nodes.comfy.client import ComfyClient, OutputFile
 from generation_app.nodes.comfy.graph import build_prompt_graph
 
 # prompt_id = uuid5(namespace, run_key): the same node run always posts the same prompt id.
@@ -26,7 +26,8 @@ def prompt_id_for(ctx: RunContext) -> str:
 
 
 class ComfyWorkflowNode(Node):
-    """Runs `ctx.workflow`'s graph; the first output file (saved outputs before previews) is `src`."""
+    """Runs `ctx.workflow`'s graph and stores every image of the output node's batch; the first
+    (saved outputs before previews) is `src`, all of them are `src_files` in order."""
 
     name: ClassVar[str] = "comfy_workflow"
     default_timeout: ClassVar[float] = 1800.0
@@ -69,43 +70,48 @@ class ComfyWorkflowNode(Node):
                 on_progress=ctx.report_progress,
                 is_cancelled=ctx.is_cancelled,
             )
-            output = client.fetch(refs[0])
-        suffix = PurePosixPath(output.ref.filename).suffix or (
-            mimetypes.guess_extension(output.mime_type) or ".bin"
-        )
-        filename = f"{_safe_name(name)}{suffix.lower()}"
-        content = output.content
-        if _uses_api_key(data) and content.startswith(PNG_SIGNATURE):
-            # ComfyUI writes the whole graph (with the filled-in API key) into the PNG's text
-            # chunks; a stored output must not carry a user's secret
-            content = strip_png_text(content)
-        stored = StoredFile(filename=filename, content=content, mime_type=output.mime_type)
+            # Every image of the batch the chosen output node saved (previews of other nodes are
+            # not outputs); the first keeps the name it always had, the others get `_1`, `_2`...
+            batch = [r for r in refs if (r.node_id, r.type) == (refs[0].node_id, refs[0].type)]
+            outputs = [client.fetch(ref) for ref in batch]
+        files = [
+            StoredFile(filename=_filename(name, output, i), content=_without_text(output.content),
+                       mime_type=output.mime_type)
+            for i, output in enumerate(outputs)
+        ]
+        first = outputs[0]
         return NodeOutput(
-            mime_type=output.mime_type,
-            files=[stored],
-            src_file=filename,
+            mime_type=first.mime_type,
+            files=files,
+            src_file=files[0].filename,
+            src_files=[f.filename for f in files],
             extra={
                 "comfy": {
                     "prompt_id": prompt_id,
-                    "node_id": output.ref.node_id,
-                    "filename": output.ref.filename,
-                    "type": output.ref.type,
+                    "node_id": first.ref.node_id,
+                    "filename": first.ref.filename,
+                    "type": first.ref.type,
                 }
             },
         )
 
 
+def _filename(name: str, output: OutputFile, index: int) -> str:
+    suffix = PurePosixPath(output.ref.filename).suffix or (
+        mimetypes.guess_extension(output.mime_type) or ".bin"
+    )
+    stem = _safe_name(name) if index == 0 else f"{_safe_name(name)}_{index}"
+    return f"{stem}{suffix.lower()}"
+
+
+def _without_text(content: bytes) -> bytes:
+    # ComfyUI's SaveImage writes the whole API graph (staff-only, and any filled-in API key) and
+    # the UI workflow into PNG text chunks: a stored output carries none of them
+    return strip_png_text(content) if content.startswith(PNG_SIGNATURE) else content
+
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TEXT_CHUNKS = {b"tEXt", b"zTXt", b"iTXt"}
-
-
-def _uses_api_key(data: Mapping[str, Any]) -> bool:
-    inputs = data.get("inputs")
-    if not isinstance(inputs, Mapping):
-        return False
-    return any(isinstance(spec, Mapping) and spec.get("type") == "api_key"
-               for node in inputs.values() if isinstance(node, Mapping)
-               for spec in node.values())
 
 
 def strip_png_text(content: bytes) -> bytes:

@@ -1,6 +1,7 @@
 // The admin job page, live: follows /api/jobs/<id>/events (job_update, history_init,
 // job_history) and keeps status, progress and history current; the generations, node runs
-// and outputs sections are re-fetched from the admin (throttled) as the job changes.
+// and outputs sections are re-fetched from the admin (throttled) as the job changes, and the
+// job's times (started, completed, updated) are taken from them.
 (function () {
   "use strict";
 
@@ -15,6 +16,7 @@
     var reloadTimer = null;
     var lastReload = 0;
     var reconnectDelay = 1000;
+    var jobFinished = false;
 
     function setText(id, value) {
       var el = document.getElementById(id);
@@ -57,7 +59,14 @@
       fetch(root.dataset.sectionsUrl, {credentials: "same-origin"})
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) {
-          if (html !== null) { document.getElementById("job-live-sections").innerHTML = html; }
+          if (html === null) { return; }
+          document.getElementById("job-live-sections").innerHTML = html;
+          var times = document.getElementById("job-live-times");
+          if (times) {
+            ["updated-at", "started-at", "completed-at"].forEach(function (name) {
+              setText("job-live-" + name, times.getAttribute("data-" + name));
+            });
+          }
         })
         .catch(function () { /* the next update tries again */ });
     }
@@ -70,6 +79,7 @@
 
     function onJobUpdate(ev) {
       var job = JSON.parse(ev.data);
+      jobFinished = finished.indexOf(job.status) !== -1;
       setText("job-live-status", job.status);
       setText("job-live-progress", job.progress);
       var bar = document.getElementById("job-live-progress-bar");
@@ -93,6 +103,12 @@
         addHistoryRow(JSON.parse(ev.data));
       });
       source.onerror = function () {
+        if (jobFinished) {
+          // the stream of a finished job ends (a reconnect gets 204): nothing more will come
+          source.close();
+          connection.textContent = "finished";
+          return;
+        }
         if (source.readyState !== EventSource.CLOSED) {
           connection.textContent = "reconnecting\u2026";  // the browser retries by itself
           return;

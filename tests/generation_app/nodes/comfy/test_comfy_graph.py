@@ -158,3 +158,60 @@ def test_strip_png_text_drops_text_chunks_and_keeps_pixels():
     assert b"sk-secret" in original
     assert b"sk-secret" not in stripped
     assert Image.open(io.BytesIO(stripped)).convert("RGB").getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_strip_png_text_leaves_other_bytes_alone():
+    from generation_app.nodes.comfy.node import strip_png_text
+
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00tEXt"
+
+    assert strip_png_text(jpeg) == jpeg
+
+
+COLOR_DATA: dict[str, Any] = {
+    "workflow": {
+        "1": {"class_type": "EmptyImage",
+              "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "CustomHexNode", "inputs": {"hex": "#000000"}},
+    },
+    "inputs": {"1": {"color": {"value": "color"}}, "2": {"hex": {"value": "tint"}}},
+    "form": {"fields": [{"id": "color", "name": "Color", "type": "color_picker"},
+                        {"id": "tint", "name": "Tint", "type": "color_picker"}]},
+}
+
+
+@pytest.mark.parametrize(("value", "number"), [
+    ("#ff8800", 16746496), ("#FF8800", 0xFF8800), ("#f80", 0xFF8800), (" #000001 ", 1),
+    ("3368601", 3368601), (3368601, 3368601),
+])
+def test_a_color_picker_value_becomes_the_integer_of_a_number_input(value, number) -> None:
+    graph = build_prompt_graph(data=COLOR_DATA, values={"color": value, "tint": "#ff8800"},
+                               seed=1, render_prompt=str)
+
+    assert graph["1"]["inputs"]["color"] == number
+    # where the graph holds a string, the color is written as it came
+    assert graph["2"]["inputs"]["hex"] == "#ff8800"
+
+
+@pytest.mark.parametrize("value", ["orange", "#ff880", "#ff88001", "ff8800", "#gg0000", "-1"])
+def test_a_color_that_cannot_be_a_number_is_refused_naming_the_field(value) -> None:
+    from generation_app.nodes.comfy.graph import form_value_errors
+
+    with pytest.raises(NodeError) as caught:
+        build_prompt_graph(data=COLOR_DATA, values={"color": value}, seed=1, render_prompt=str)
+
+    assert caught.value.message == f"Field Color: expected a color like #ff8800, got {value!r}"
+    assert form_value_errors(data=COLOR_DATA, values={"color": value, "tint": "red"}) == {
+        "color": [f"Expected a color like #ff8800 (this field sets a number), got {value!r}."]}
+
+
+def test_form_value_errors_judges_defaults_and_skips_refs_and_unset_fields() -> None:
+    from generation_app.nodes.comfy.graph import form_value_errors
+
+    data = {**COLOR_DATA, "inputs": {"1": {"color": {"value": "color", "default": "blue"}}}}
+
+    assert form_value_errors(data=COLOR_DATA, values={}) == {}
+    assert form_value_errors(data=COLOR_DATA, values={"color": {"$ref": {"id": 1}}}) == {}
+    assert form_value_errors(data=COLOR_DATA, values={"color": "#123456"}) == {}
+    assert form_value_errors(data=data, values={"color": ""}) == {
+        "color": ["Expected a color like #ff8800 (this field sets a number), got 'blue'."]}
