@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export XDG_RUNTIME_DIR ?= $(CURDIR)/var/run
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-fast setup venv browser lint typecheck clean
+.PHONY: run test test-fast setup venv browser lint typecheck clean bench
 
 .venv/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -59,6 +59,23 @@ test:
 test-fast: setup
 	EMPROPS_TESTING=1 $(PY) -m emprops.embedded exec --dir var/test -- \
 	  $(PY) -m pytest -q -m "not worker and not server and not browser" $(PYTEST_ARGS)
+
+# The benchmarks (not part of `make test`; ~10 min on 2 CPUs): each against its own embedded
+# services under var/bench-*, one JSON document each on stdout, and the figures rewritten between
+# their markers in bench/README.md (or BENCH_README). Every wait inside the scripts is bounded. The
+# open-files limit is raised before the services start: Redis holds a connection per event stream.
+BENCH_EXEC := $(PY) -m emprops.embedded exec --dir
+BENCH_README ?= bench/README.md
+bench: setup
+	@set -e; ulimit -Sn $$(ulimit -Hn); t0=$$(date +%s); \
+	for ref in "" "--ref plain" "--ref filter"; do \
+	  $(BENCH_EXEC) var/bench-overhead -- $(PY) bench/overhead.py --jobs 20 --concurrency 2 \
+	    --rounds 5 $$ref --readme $(BENCH_README); \
+	done; \
+	$(PY) bench/render.py --repeat 3; \
+	$(BENCH_EXEC) var/bench-api -- $(PY) bench/api_load.py --readme $(BENCH_README); \
+	$(BENCH_EXEC) var/bench-sse -- $(PY) bench/sse_load.py --rounds 1 --readme $(BENCH_README); \
+	echo "== make bench: $$(( $$(date +%s) - t0 )) s" >&2
 
 clean:
 	rm -rf var/test

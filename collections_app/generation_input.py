@@ -59,6 +59,20 @@ class GenerationInputError(Exception):
         super().__init__(f"Invalid GenerationInput: {first[0]}: {first[1][0]}")
 
 
+class DuplicateHashes(GenerationInputError):
+    """A request names the same hash more than once: it would run, and be charged, again for the
+    same picks and the same output. `repeated` maps each such hash to how many times it appears."""
+
+    def __init__(self, path: str, repeated: Mapping[str, int]) -> None:
+        self.repeated = dict(repeated)
+        shown = ", ".join(f"{h!r} ({n} times)" for h, n in list(self.repeated.items())[:10])
+        more = ", ..." if len(self.repeated) > 10 else ""
+        message = (f"Duplicate hashes: {shown}{more}. Each generation needs its own hash: a "
+                   "repeated hash makes the same output again and is charged again.")
+        self.details = {path: [message]}
+        Exception.__init__(self, message)  # the message as it is, without the generic prefix
+
+
 class CycleError(ValueError):
     """Steps depend on each other in a loop. `cycle` lists step ids, each depending on the next
     and the last on the first."""
@@ -751,10 +765,30 @@ def generation_hashes(
     """The hashes of a request's generations, one per generation.
 
     Explicit `hashes` win; else `count` fresh hashes (the request asked for that many); else the
-    data's own hashes; else `count_generations(data)` fresh hashes from `make_hash`.
+    data's own hashes; else `count_generations(data)` fresh hashes from `make_hash`. A hash given
+    twice, explicitly or in the data, raises DuplicateHashes (path `hashes` or
+    `generations.hashes`).
     """
     if hashes is not None:
+        _refuse_repeats("hashes", hashes)
         return list(hashes)
     if count is not None:
         return [make_hash() for _ in range(max(0, count))]
-    return stored_hashes(data) or [make_hash() for _ in range(count_generations(data))]
+    stored = stored_hashes(data)
+    _refuse_repeats("generations.hashes", stored)
+    return stored or [make_hash() for _ in range(count_generations(data))]
+
+
+def repeated_hashes(hashes: Iterable[Any]) -> dict[str, int]:
+    """Each hash that appears more than once, with its count, in first-seen order."""
+    counts: dict[str, int] = {}
+    for h in hashes:
+        if isinstance(h, str):
+            counts[h] = counts.get(h, 0) + 1
+    return {h: n for h, n in counts.items() if n > 1}
+
+
+def _refuse_repeats(path: str, hashes: Iterable[Any]) -> None:
+    repeated = repeated_hashes(hashes)
+    if repeated:
+        raise DuplicateHashes(path, repeated)

@@ -95,6 +95,9 @@ class FlatFile(models.Model):
     tags = models.JSONField(default=list, blank=True)
     gen_in_data = models.JSONField(null=True, blank=True)
     gen_out_data = models.JSONField(null=True, blank=True)
+    # the generation's traits (variable name -> picked value), so a collection's outputs can be
+    # filtered by them
+    features = models.JSONField(default=dict, blank=True)
     job_id = models.UUIDField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

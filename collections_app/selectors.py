@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -53,10 +54,15 @@ def collection_history_list(*, user: Any, collection_id: UUID | str) -> QuerySet
     return collection.history.order_by("created_at", "id")
 
 
-def collection_files(*, user: Any, collection_id: UUID | str) -> QuerySet[FlatFile]:
+def collection_files(*, user: Any, collection_id: UUID | str,
+                     features: Mapping[str, str] | None = None) -> QuerySet[FlatFile]:
+    """The outputs of one of the user's collections, newest first; `features` keeps those whose
+    generation has every given trait (variable name -> picked value, exact)."""
     collection = collection_get(user=user, collection_id=collection_id)
-    return (FlatFile.objects.filter(user=user, component_links__component__collection=collection)
-            .distinct().order_by("-created_at", "-id"))
+    qs = FlatFile.objects.filter(user=user, component_links__component__collection=collection)
+    if features:
+        qs = qs.filter(features__contains=dict(features))
+    return qs.distinct().order_by("-created_at", "-id")
 
 
 def collection_preview_get(*, user: Any, collection_id: UUID | str) -> CollectionPreview | None:

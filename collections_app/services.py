@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -279,6 +279,7 @@ class StepFiles:
     files: Mapping[str, tuple[str, str]]  # name -> (storage key, mime type)
     gen_in_data: Mapping[str, Any]
     gen_out_data: Mapping[str, Any]
+    features: Mapping[str, str] = field(default_factory=dict)  # the generation's traits
 
 
 def output_files_record(*, user_id: Any, job_id: Any, collection_id: Any,
@@ -292,14 +293,15 @@ def output_files_record(*, user_id: Any, job_id: Any, collection_id: Any,
             rows.append(FlatFile(user_id=user_id, name=name, storage_key=key, mime_type=mime,
                                  rel_type="component_test", rel_id=step.rel_id,
                                  gen_in_data=dict(step.gen_in_data),
-                                 gen_out_data=dict(step.gen_out_data), job_id=job_id))
+                                 gen_out_data=dict(step.gen_out_data),
+                                 features=dict(step.features), job_id=job_id))
             components.append(step.component_id)
     if not rows:
         return
     saved = FlatFile.objects.bulk_create(
         rows, update_conflicts=True, unique_fields=["storage_key"],
         update_fields=["user", "name", "mime_type", "rel_type", "rel_id", "gen_in_data",
-                       "gen_out_data", "job_id"])
+                       "gen_out_data", "features", "job_id"])
     if collection_id is None:  # a one-off input: its step ids name no component
         return
     with connection.cursor() as cursor:

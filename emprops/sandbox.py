@@ -154,6 +154,28 @@ def credits_cost(script: str | None, payload: Mapping[str, Any]) -> Decimal:
     return cost
 
 
+def credits_check(script: str, payload: Mapping[str, Any]) -> Decimal:
+    """The cost credits_cost would give, run with the same limits, or SandboxError saying why it
+    would fall back to DEFAULT_COST (no computeCost, a throw, a timeout, no usable number): for
+    staff checking a workflow before it goes live."""
+    try:
+        arg = _js_literal(payload)
+    except (TypeError, ValueError):
+        raise SandboxScriptError("the payload is not JSON") from None
+    expression = f'(typeof computeCost === "function" ? computeCost({arg}) : undefined)'
+    result = evaluate(script, expression=expression, timeout_s=CREDITS_TIMEOUT_S,
+                      memory_mb=CREDITS_MEMORY_MB)
+    if result is None:
+        raise SandboxScriptError("the script defines no function computeCost, or it returned "
+                                 "nothing")
+    cost = _cost_from_result(result)
+    if cost is None:
+        shown = json.dumps(result, default=str)[:100]
+        raise SandboxScriptError(f"computeCost returned {shown}, not a cost (a number from 0 to "
+                                 f"{MAX_COST}, or {{cost: number}})")
+    return cost
+
+
 def eval_condition(expression: str, data: Any, *, timeout_s: float = 1.0) -> bool:
     """The truthiness of a JavaScript expression over `data` (a polling response).
 

@@ -306,6 +306,12 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # ---- events ---------------------------------------------------------------------------------
 EVENTS_HEARTBEAT_SECONDS = float(os.environ.get("EVENTS_HEARTBEAT_SECONDS", "15"))
 
+# ---- gallery --------------------------------------------------------------------------------
+# how long a signed gallery link (`/c/<id>?g=...`, in generate responses) keeps working
+GALLERY_LINK_SECONDS = int(os.environ.get("GALLERY_LINK_SECONDS", str(7 * 24 * 3600)))
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
 # ---- logging --------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -38,6 +38,8 @@ urlpatterns = [
     path("api", ApiIndexView.as_view(), name="api-index"),
     # local files: a redirect to the user-content origin (emprops/media.py); S3/CDN serve themselves
     re_path(r"^media/(?P<path>.*)$", media),
+    # the gallery: `/`, `/c/<id>`, `/p/<id>`, `/accounts/login/` (generation_app/gallery/)
+    path("", include("generation_app.gallery.urls")),
 ]
 
 handler400 = "emprops.api.bad_request"

@@ -1,13 +1,17 @@
 """Admin for webhooks (endpoints editable; deliveries and attempts read-only, written by the
-sender), schedules (pause/resume actions) and templates."""
+sender), schedules (pause/resume actions) and templates; the job and workflow pages gain the
+actions that need the engine (cancel/retry; validate, quote, test-run)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from emprops.errors import DomainError
@@ -21,10 +25,13 @@ from generation_app.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from generation_app.services import control
+from generation_app.services import control, workflow_quotes
 from generation_app.services.schedules import next_run_after
+from generation_app.services.workflow_checks import workflow_check
 from jobs_app.admin import JobAdmin, ReadOnlyAdmin
 from jobs_app.models import Job
+from workflows_app.admin import WorkflowAdmin
+from workflows_app.models import Workflow
 
 
 class _ReadOnly:
@@ -195,3 +202,105 @@ class EngineJobAdmin(JobAdmin):
             "generations": list(Generation.objects.filter(job=job).order_by("gid")),
             "node_runs": list(NodeRun.objects.filter(job=job).order_by("gid", "id")),
         }
+
+
+# The workflow page's engine tools: Validate (form, graph targets, credits script, test payload),
+# Quote (the test payload) and Test-run (a one-step job owned by the staff user, watched on the
+# live job page). workflows_app may not import generation_app, as above.
+
+admin.site.unregister(Workflow)
+
+
+@admin.register(Workflow)
+class EngineWorkflowAdmin(WorkflowAdmin):
+    actions = ["validate_workflows"]
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        own = [
+            path("<path:object_id>/validate/", view(self.validate_view),
+                 name="workflows_app_workflow_validate"),
+            path("<path:object_id>/quote/", view(self.quote_view),
+                 name="workflows_app_workflow_quote"),
+            path("<path:object_id>/test-run/", view(self.test_run_view),
+                 name="workflows_app_workflow_test_run"),
+        ]
+        return own + super().get_urls()
+
+    def workflow_tools(self, request: HttpRequest, workflow: Workflow) -> list[dict[str, str]]:
+        def url(name: str) -> str:
+            return reverse(f"admin:workflows_app_workflow_{name}", args=[workflow.pk])
+
+        return [
+            {"name": "validate", "label": "Validate", "url": url("validate"), "method": "get"},
+            {"name": "quote", "label": "Quote", "url": url("quote"), "method": "get"},
+            {"name": "test-run", "label": "Test-run", "url": url("test_run"), "method": "post"},
+        ]
+
+    def _workflow(self, request: HttpRequest, object_id: str) -> Workflow:
+        workflow = self.get_object(request, object_id)
+        if workflow is None:
+            raise Http404("No such workflow.")
+        if not self.has_view_or_change_permission(request, workflow):
+            raise PermissionDenied
+        return workflow
+
+    def _render(self, request: HttpRequest, workflow: Workflow, title: str,
+                **context: Any) -> HttpResponse:
+        return TemplateResponse(request, "admin/workflows_app/workflow/tool_result.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta,
+            "original": workflow, "title": f"{title}: {workflow.name}", **context})
+
+    def validate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        workflow = self._workflow(request, object_id)
+        return self._render(request, workflow, "Validate", check=workflow_check(workflow=workflow))
+
+    def quote_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        workflow = self._workflow(request, object_id)
+        test = workflow.data.get("test") if isinstance(workflow.data, dict) else None
+        if not isinstance(test, dict):
+            return self._render(request, workflow, "Quote",
+                                error="This workflow has no test payload (data.test) to quote.")
+        try:
+            quote = workflow_quotes.workflow_quote(user=request.user, workflow_id=workflow.pk,
+                                                   inputs=test)
+        except DomainError as exc:
+            return self._render(request, workflow, "Quote", error=exc.message,
+                                details=exc.details or {})
+        return self._render(request, workflow, "Quote", quote=quote, payload=test)
+
+    def test_run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponse("Test-run starts a job: POST only.", status=405,
+                                headers={"Allow": "POST"})
+        workflow = self._workflow(request, object_id)
+        if not self.has_change_permission(request, workflow):
+            raise PermissionDenied
+        if not isinstance(workflow.data, dict):
+            messages.error(request, "Test-run refused: the workflow's data is not an object.")
+            return HttpResponseRedirect(
+                reverse("admin:workflows_app_workflow_change", args=[workflow.pk]))
+        try:
+            job = workflow_quotes.workflow_test_run(user=request.user, workflow_id=workflow.pk)
+        except DomainError as exc:
+            details = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                                for k, v in (exc.details or {}).items())
+            messages.error(request, f"Test-run refused: {exc.message}"
+                                    + (f" ({details})" if details else ""))
+            return HttpResponseRedirect(
+                reverse("admin:workflows_app_workflow_change", args=[workflow.pk]))
+        messages.success(request, f"Test-run of {workflow.name} started as job {job.id}.")
+        return HttpResponseRedirect(reverse("admin:jobs_app_job_change", args=[job.id]))
+
+    @admin.action(description="Validate selected workflows")
+    def validate_workflows(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        for workflow in queryset:
+            result = workflow_check(workflow=workflow)
+            problems = [p for c in result["checks"] for p in c["problems"]]
+            if not problems:
+                messages.success(request, f"{workflow.name}: no problems.")
+            else:
+                first = problems[0]
+                more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+                messages.error(request, f"{workflow.name}: {first['where']}: "
+                                        f"{first['message']}{more}")

@@ -85,6 +85,21 @@ class NodeRun(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)
     worker = models.CharField(max_length=200, null=True, blank=True)
+    # Content address of this run (generation_app/services/runcache.py): sha256 of the node type
+    # and version, its environment, workflow snapshot, payload, the content hashes of the
+    # outputs it sees, seed, hash and variables. Null when the run may not be served from cache.
+    cache_key = models.CharField(max_length=64, null=True, blank=True)
+    # what could change its bytes where it ran (Chromium and p5 versions, the ComfyUI server ...)
+    env = models.JSONField(null=True, blank=True)
+    # filename -> {sha256, mimeType, key} of each stored output file
+    output_files = models.JSONField(null=True, blank=True)
+    # the completed run whose output this one reused (same owner, same cache key)
+    cached_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", db_constraint=False)
+    # the step's quoted cost (frozen with the plan), what it was charged and why
+    cost = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    charged = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    charge_reason = models.CharField(max_length=32, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -95,7 +110,13 @@ class NodeRun(models.Model):
         constraints = [models.UniqueConstraint(fields=["job", "gid", "step_id"],
                                                name="uniq_node_run")]
         indexes = [models.Index(fields=["status", "next_attempt_at"]),
-                   models.Index(fields=["status", "lease_until"])]
+                   models.Index(fields=["status", "lease_until"]),
+                   models.Index(fields=["cache_key"], name="node_run_cache_key",
+                                condition=Q(cache_key__isnull=False)),
+                   # a node type's recent durations (wait estimates, generation_app.selectors)
+                   models.Index(fields=["node_name", "completed_at"],
+                                name="node_run_done_by_type",
+                                condition=Q(status="completed"))]
 
 
 

@@ -193,8 +193,10 @@ class JobAdmin(admin.ModelAdmin):
 
     def _sections_context(self, job: Job) -> dict[str, Any]:
         """What the live sections show; the engine's admin adds its generations and node runs."""
+        data = job.data if isinstance(job.data, dict) else {}
         return {"generations": [], "node_runs": [], "outputs": job_outputs(job),
-                "times": job_times(job)}
+                "times": job_times(job), "verdict": data.get("verdict"),
+                "replay_of": data.get("replay"), "cost": data.get("cost")}
 
     def sections_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
         """The generations, node runs and outputs as an HTML fragment the page swaps in."""

@@ -34,6 +34,13 @@ _FALSE_WORDS: Final = frozenset({"false", "0", "no", "off", "unchecked"})
 
 _INT_RE: Final = re.compile(r"[+-]?\d+")
 
+# A seed is an unsigned 32-bit integer whatever its field's slider says: the component library's
+# own samples carry seeds like "2145214451" in forms whose seed slider stops at 999999.
+SEED_MIN: Final = 0
+SEED_MAX: Final = 4_294_967_295
+# Field types a seed can come in; a seed-named select, checkbox or image field is not a seed.
+_SEED_TYPES: Final = frozenset({"slider", "number", "input", "optional_input", None})
+
 Field = dict[str, Any]
 
 
@@ -50,7 +57,8 @@ def validate_payload(
     numbers for text-like fields, a rich-text document given as a list becomes its JSON string.
     Select and aspect-ratio values must be one of the field's options when the options are known
     (an inline `options` list, or `conf_options[conf_file]`); a value matching an option only as
-    text takes the option's own value. `constraints.min`/`max` are enforced. A field with
+    text takes the option's own value. `constraints.min`/`max` are enforced, except on seed fields
+    (`is_seed_field`), which take any unsigned 32-bit integer. A field with
     `is_required` that is missing, null or "" is an error. `$ref` values are not checked (they are
     resolved at run time); keys the form does not declare are kept as they are; empty values of
     optional fields are kept as they are. A `None` form accepts any payload.
@@ -165,6 +173,34 @@ def option_values(options: Any) -> list[Any]:
     return values
 
 
+def is_seed_field(field: Mapping[str, Any]) -> bool:
+    """True for a generation seed: a number or text field whose id is `seed` or ends in `_seed`
+    (`noise_seed`), in any case. Its value is any unsigned 32-bit integer, whatever its
+    constraints say."""
+    field_id = field.get("id")
+    if not isinstance(field_id, str) or field.get("type") not in _SEED_TYPES:
+        return False
+    key = field_id.strip().lower()
+    return key == "seed" or key.endswith("_seed")
+
+
+def to_seed(value: Any) -> int:
+    """Return the seed a payload value spells (`"2145214451"` -> 2145214451), else ValueError:
+    a whole number from 0 to 4294967295, as a JSON number or a numeric string."""
+    problem = f"A seed must be a whole number from {SEED_MIN} to {SEED_MAX}, got {value!r}."
+    try:
+        number = to_number(value)
+    except ValueError:
+        raise ValueError(problem) from None
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ValueError(problem)
+        number = int(number)
+    if not SEED_MIN <= number <= SEED_MAX:
+        raise ValueError(problem)
+    return number
+
+
 def is_number_field(field: Mapping[str, Any]) -> bool:
     """True when the field's value is a number (sliders, number inputs)."""
     field_type = field.get("type")
@@ -220,6 +256,8 @@ def _field_options(
 
 def _coerce(field: Mapping[str, Any], value: Any, options: list[Any] | None) -> Any:
     field_type = field.get("type")
+    if is_seed_field(field):
+        return to_seed(value)
     if is_number_field(field):
         number = to_number(value)
         _check_range(field, number)
@@ -347,7 +385,9 @@ def _field_schema(field: Mapping[str, Any], options: list[Any] | None) -> dict[s
     schema: dict[str, Any] = {}
     if isinstance(field.get("name"), str):
         schema["title"] = field["name"]
-    if is_number_field(field):
+    if is_seed_field(field):
+        schema.update(type="integer", minimum=SEED_MIN, maximum=SEED_MAX)
+    elif is_number_field(field):
         schema["type"] = "integer" if _is_integer_field(field) else "number"
         minimum = _constraint(field, "min")
         maximum = _constraint(field, "max")

@@ -240,6 +240,10 @@ def server_list() -> QuerySet[Server]:
     return Server.objects.all()
 
 
+def server_get(**lookup: Any) -> Server:
+    return get_or_not_found(Server.objects.all(), label="Server", **lookup)
+
+
 def form_config_list() -> QuerySet[FormConfig]:
     return FormConfig.objects.all()
 

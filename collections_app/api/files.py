@@ -28,7 +28,7 @@ class UserFileOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = FlatFile
         fields = ["id", "user_id", "name", "url", "mime_type", "rel_type", "rel_id", "hidden",
-                  "tags", "job_id", "created_at"]
+                  "tags", "features", "job_id", "created_at"]
 
     def get_url(self, obj: FlatFile) -> str:
         return public_url(obj.storage_key)

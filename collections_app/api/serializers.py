@@ -126,9 +126,32 @@ class FlatFileOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = FlatFile
         fields = ["id", "user_id", "name", "url", "mime_type", "hidden", "rel_id", "rel_type",
-                  "tags", "gen_in_data", "gen_out_data", "created_at"]
+                  "tags", "features", "gen_in_data", "gen_out_data", "created_at"]
 
     def get_url(self, obj: FlatFile) -> str:
         from emprops.storage import public_url
 
         return public_url(obj.storage_key)
+
+
+class ProjectUntitledInputSerializer(serializers.Serializer):
+    version = serializers.ChoiceField(choices=["v1", "v2"], required=False, default="v2")
+
+
+class InstructionSetLintQuerySerializer(serializers.Serializer):
+    level = serializers.ChoiceField(choices=["all", "error", "warn"], required=False,
+                                    default="all")
+
+
+class LintRuleOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The rule (`unused_char_str_var`, `generation_limit`, "
+                                         "`duplicate_hashes`, ...).")
+    messages = serializers.ListField(child=serializers.CharField())
+    level = serializers.ChoiceField(choices=["warn", "error"])
+
+
+class LintReportOutputSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["passed", "failed"],
+                                     help_text="`failed` when any `error` rule applies.")
+    rules = LintRuleOutputSerializer(many=True)
+    error = serializers.CharField(allow_null=True, help_text="Always null (the existing shape).")

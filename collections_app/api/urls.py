@@ -1,9 +1,16 @@
 from django.urls import path
 
-from collections_app.api import files, views
+from collections_app.api import files, instruction_sets, views
 
 urlpatterns = [
     path("projects", views.ProjectListCreateView.as_view(), name="projects"),
+    path("projects/untitled", instruction_sets.ProjectUntitledView.as_view(),
+         name="project-untitled"),
+    # next to `instruction-sets/credits` (generation_app: quotes need the engine's credits)
+    path("instruction-sets/convert", instruction_sets.InstructionSetConvertView.as_view(),
+         name="instruction-set-convert"),
+    path("instruction-sets/linter", instruction_sets.InstructionSetLinterView.as_view(),
+         name="instruction-set-linter"),
     path("projects/collections", views.CollectionCreateView.as_view(), name="collection-create"),
     path("projects/<uuid:project_id>", views.ProjectDetailView.as_view(), name="project-detail"),
     path("projects/<uuid:project_id>/collections", views.ProjectCollectionListView.as_view(),

@@ -3,7 +3,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import permissions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,7 +17,7 @@ from rest_framework.views import APIView
 from collections_app import selectors, services
 from collections_app.api import serializers as s
 from collections_app.services import EDITABLE_FIELDS
-from emprops.errors import NotFound
+from emprops.errors import NotFound, ValidationFailed
 from emprops.views import ViewerListView
 
 
@@ -209,10 +214,36 @@ class CollectionHistoryView(ViewerListView):
                                                  collection_id=self.kwargs["collection_id"])
 
 
+FEATURE_PREFIX = "feature."
+
+
+def _feature_filter(query: Any) -> dict[str, str]:
+    """`?feature.<name>=<value>` pairs; a name given twice, or an empty name, is a 400."""
+    features: dict[str, str] = {}
+    for key in query:
+        if not key.startswith(FEATURE_PREFIX):
+            continue
+        name, values = key[len(FEATURE_PREFIX):], query.getlist(key)
+        if not name or len(values) != 1:
+            raise ValidationFailed(
+                f"Invalid input: {key}: give a variable name after `feature.` and one value.",
+                details={key: ["One value per `feature.<variable name>` parameter."]})
+        features[name] = values[0]
+    return features
+
+
+@extend_schema_view(get=extend_schema(
+    summary="Outputs of one of your collections, newest first",
+    parameters=[OpenApiParameter(
+        "feature.<name>", str, description=(
+            "Only outputs of generations whose trait `<name>` (a variable of the collection) "
+            "took this value, e.g. `?feature.animal=owl`; several are combined with AND."),
+        examples=[OpenApiExample("animal", value="owl")])]))
 class CollectionFilesView(ViewerListView):
     serializer_class = s.FlatFileOutputSerializer
     filter_backends: list[Any] = []
 
     def list_for_viewer(self) -> Any:
         return selectors.collection_files(user=self.request.user,
-                                          collection_id=self.kwargs["collection_id"])
+                                          collection_id=self.kwargs["collection_id"],
+                                          features=_feature_filter(self.request.query_params))

@@ -77,6 +77,9 @@ class CreditsHold(models.Model):
     settled_gids = models.JSONField(default=list, blank=True)
     # bumped when a retry re-holds credits: charge idempotency keys are per round
     round = models.IntegerField(default=0)
+    # what the job's charges took from it so far (a cached step costs nothing: the rest of the
+    # generation's share is released, not charged)
+    spent = models.DecimalField(max_digits=18, decimal_places=4, default=Decimal(0))
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.HELD)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -97,6 +100,8 @@ class CreditsHistory(models.Model):
     credit_type = models.CharField(max_length=16, choices=CreditType.choices)
     comment = models.CharField(max_length=500, blank=True, default="")
     job_id = models.UUIDField(null=True, blank=True, db_index=True)
+    # the generation of the job a charge is for
+    gid = models.IntegerField(null=True, blank=True)
     # (job, gid) charges are unique: a redelivered completion cannot charge twice
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL,

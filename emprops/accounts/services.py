@@ -227,18 +227,22 @@ def _finish_hold(hold: CreditsHold) -> None:
         hold.status = CreditsHold.Status.SETTLED
 
 
-def credits_charge_generation(*, job_id: uuid.UUID, gid: int, comment: str) -> Decimal:
-    """Charge one completed generation from its job's hold, once: a second call changes nothing."""
+def credits_charge_generation(*, job_id: uuid.UUID, gid: int, comment: str,
+                              amount: Decimal | None = None) -> Decimal:
+    """Settle one completed generation's share of its job's hold, once: charge `amount` (what
+    its steps spent; default the share itself) and release the rest of the share. A second
+    call changes nothing."""
     # in the caller's transaction when there is one (no savepoint: an error aborts it all)
     with transaction.atomic(savepoint=False):
         hold = CreditsHold.objects.select_for_update().filter(job_id=job_id).first()
         if hold is None or gid in hold.settled_gids:
             return Decimal(0)
         user = _lock_user(hold.user_id)
-        balances = _balances_locked(user)
-        due = min(hold.per_generation, hold.remaining)
+        share = min(hold.per_generation, hold.remaining)
+        due = share if amount is None else min(Decimal(amount).quantize(FOUR_PLACES), share)
         charged = Decimal(0)
-        for ctype in SPEND_ORDER:
+        balances = _balances_locked(user) if due > 0 else {}
+        for ctype in SPEND_ORDER if due > 0 else ():
             row = balances[ctype]
             take = min(due - charged, row.balance)
             if take <= 0:
@@ -246,13 +250,15 @@ def credits_charge_generation(*, job_id: uuid.UUID, gid: int, comment: str) -> D
             CreditsBalance.objects.filter(pk=row.pk).update(balance=F("balance") - take)
             CreditsHistory.objects.create(
                 user=user, flow=CreditsHistory.Flow.OUT, amount=take, credit_type=ctype,
-                comment=comment, job_id=job_id, idempotency_key=f"charge:{job_id}:{gid}:{ctype}:{hold.round}",
+                comment=comment, job_id=job_id, gid=gid,
+                idempotency_key=f"charge:{job_id}:{gid}:{ctype}:{hold.round}",
             )
             charged += take
-        hold.remaining = hold.remaining - due
+        hold.remaining = hold.remaining - share
+        hold.spent = hold.spent + charged
         hold.settled_gids = [*hold.settled_gids, gid]
         _finish_hold(hold)
-        hold.save(update_fields=["remaining", "settled_gids", "status", "updated_at"])
+        hold.save(update_fields=["remaining", "spent", "settled_gids", "status", "updated_at"])
         return charged
 
 

@@ -88,6 +88,8 @@ class Client:
         data = self.request("POST", "/api/collections/generate", json=body, headers=headers)
         job = Job.from_api(data["job"], self)
         job.collection, job.cost = data.get("collection"), data.get("cost")
+        if isinstance(data.get("urls"), dict):
+            job.urls = dict(data["urls"])
         return job
 
     def me(self) -> dict[str, Any]:

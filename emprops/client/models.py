@@ -139,6 +139,9 @@ class Job:
     completed_at: str | None = None
     collection: dict[str, Any] | None = field(default=None, repr=False)  # from generate()
     cost: dict[str, Any] | None = field(default=None, repr=False)  # from generate()
+    # what it waits for and its links (`waiting`, `urls.gallery` of the job detail)
+    waiting: dict[str, Any] | None = field(default=None, repr=False)
+    urls: dict[str, Any] = field(default_factory=dict, repr=False)
     _client: Client | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -158,6 +161,10 @@ class Job:
             self.retry_count = int(raw["retry_count"] or 0)
         if isinstance(raw.get("data"), dict):
             self.data = raw["data"]
+        if "waiting" in raw:
+            self.waiting = raw["waiting"] if isinstance(raw["waiting"], dict) else None
+        if isinstance(raw.get("urls"), dict):
+            self.urls = {**self.urls, **raw["urls"]}
 
     @property
     def client(self) -> Client:

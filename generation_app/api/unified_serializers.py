@@ -36,6 +36,10 @@ class UnifiedGenerateInputSerializer(CollectionInputSerializer):
                                         max_value=100)
     webhook = WebhookInputSerializer(required=False, allow_null=True)
     run_at = serializers.DateTimeField(required=False, allow_null=True)
+    no_cache = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Run every step, even where an identical earlier run of yours could be "
+                  "reused (default: reuse it, free of charge).")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # a misspelt key ("input") would otherwise be ignored and the run use defaults
@@ -68,6 +72,9 @@ class UnifiedUrlsOutputSerializer(serializers.Serializer):
     job = serializers.CharField()
     events = serializers.CharField()
     public = serializers.CharField()
+    gallery = serializers.CharField(
+        help_text="A signed link to the collection's gallery page (read-only, expires after "
+                  "GALLERY_LINK_SECONDS).")
 
 
 class UnifiedGenerateOutputSerializer(serializers.Serializer):

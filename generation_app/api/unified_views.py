@@ -17,6 +17,7 @@ from emprops.api import error_responses
 from emprops.errors import DomainError, ValidationFailed
 from emprops.idempotency import HEADER, idempotent
 from generation_app.api import unified_serializers as s
+from generation_app.gallery.links import gallery_path
 from generation_app.services import unified
 from jobs_app.api.serializers import JobOutputSerializer
 
@@ -34,6 +35,7 @@ def _request_from(validated: dict[str, Any]) -> unified.GenerateRequest:
         fields={k: v for k, v in validated.items() if k in EDITABLE_FIELDS},
         project_id=validated.get("project_id"), priority=validated.get("priority"),
         webhook=validated.get("webhook"), run_at=validated.get("run_at"),
+        no_cache=bool(validated.get("no_cache")),
     )
 
 
@@ -61,7 +63,9 @@ def _render(request: Request, started: unified.Started) -> dict[str, Any]:
         "urls": {"collection": url("collection-detail", collection_id=collection_id),
                  "job": url("job-detail", job_id=job_id),
                  "events": url("job-events", job_id=job_id),
-                 "public": url("collection-public", collection_id=collection_id)},
+                 "public": url("collection-public", collection_id=collection_id),
+                 "gallery": request.build_absolute_uri(
+                     gallery_path(user_id=started.job.user_id, collection_id=collection_id))},
     }
 
 

@@ -9,6 +9,9 @@ urlpatterns = [
          name="collections-generate-batch"),
     path("collections/<uuid:collection_id>/generations", views.CollectionGenerateView.as_view(),
          name="collection-generations"),
+    path("jobs/<uuid:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<uuid:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
     path("jobs/<uuid:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
+    path("jobs/<uuid:job_id>/generations/<int:gid>/replay", views.GenerationReplayView.as_view(),
+         name="generation-replay"),
 ]

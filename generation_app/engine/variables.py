@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from generation_app.engine.prng import HashRandom
@@ -42,6 +42,48 @@ def pick_variables(
             value = _text(overrides[name])
         picked[name] = value
     return picked
+
+
+def generation_traits(
+    picked: Mapping[str, str], variables: Sequence[Any]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Return `(features, feature_labels)` of one generation, in the variables' list order.
+
+    `features` maps a variable's name to its picked value (the GenerationOutput's
+    `generation.features`). Which variables are traits: those marked `is_feature` when any
+    variable is marked (as the existing platform's data marks them), else every picked variable,
+    so data that never marks one loses nothing. `feature_labels` maps a name to the display name
+    of its picked value (`value.display_names` at the value's index) where one is given; an
+    overridden value that is not in the list has none.
+    """
+    definitions = [v for v in variables if isinstance(v, Mapping) and isinstance(v.get("name"), str)]
+    marked = [v for v in definitions if v.get("is_feature") is True]
+    features: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    for variable in marked or definitions:
+        name = variable["name"]
+        if name not in picked:
+            continue
+        value = picked[name]
+        features[name] = value
+        label = _display_name(variable, value)
+        if label:
+            labels[name] = label
+    return features, labels
+
+
+def _display_name(variable: Mapping[str, Any], value: str) -> str | None:
+    spec = variable.get("value")
+    if not isinstance(spec, Mapping):
+        return None
+    values, names = spec.get("values"), spec.get("display_names")
+    if not isinstance(values, list) or not isinstance(names, list):
+        return None
+    for index, candidate in enumerate(values):
+        if _text(candidate) == value:
+            name = names[index] if index < len(names) else None
+            return name if isinstance(name, str) and name.strip() else None
+    return None
 
 
 def _draw(rng: HashRandom, variable: Mapping[str, Any]) -> str:

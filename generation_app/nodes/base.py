@@ -90,6 +90,24 @@ class Node:
     """One step of a generation. Pure with respect to the database."""
 
     name: ClassVar[str]
+    # Bumped whenever a change to the node can change its output bytes: it is part of every
+    # run's cache key, so outputs of an older implementation are never reused.
+    version: ClassVar[str] = "1"
+    # Whether the output is a function of what the cache key covers (payload, the outputs the
+    # node sees, seed, hash, variables, environment); a deterministic run is served from the
+    # cache by default, any other only when its workflow says `"cacheable": true`.
+    deterministic: ClassVar[bool] = False
+
+    def cacheable(self, payload: Mapping[str, Any]) -> bool:
+        """Whether this run (with this payload) may be served from an earlier identical run."""
+        return self.deterministic
+
+    def env_fingerprint(self, payload: Mapping[str, Any],
+                        workflow: Mapping[str, Any] | None) -> dict[str, str]:
+        """What outside the key can change this node's bytes where it runs now (renderer and
+        library versions, the upstream server): part of the cache key and recorded with each
+        run, so a replay can name what drifted. Cheap after the first call in a process."""
+        return {}
 
     def run(self, payload: Mapping[str, Any], ctx: RunContext) -> NodeOutput:
         """Return this step's output for a resolved payload, or raise NodeError."""

@@ -47,6 +47,9 @@ class DirectJobNode(Node):
     """Fills the job payload from the form and runs the service's handler."""
 
     name: ClassVar[str] = "direct_job"
+    version: ClassVar[str] = "1"
+    # an outside service: served from the cache only when its workflow says `"cacheable": true`
+    deterministic: ClassVar[bool] = False
 
     def run(self, payload: Mapping[str, Any], ctx: RunContext) -> NodeOutput:
         workflow = ctx.workflow

@@ -74,6 +74,9 @@ class FetchApiNode(Node):
     """Calls the workflow's API, waits or polls for the result, and stores the output."""
 
     name: ClassVar[str] = "fetch_api"
+    version: ClassVar[str] = "1"
+    # an outside service: served from the cache only when its workflow says `"cacheable": true`
+    deterministic: ClassVar[bool] = False
 
     def __init__(
         self,

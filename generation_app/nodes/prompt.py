@@ -17,6 +17,16 @@ DEFAULT_SYSTEM_PROMPT = (
 
 class PromptNode(Node):
     name = "prompt"
+    version = "1"
+    deterministic = True
+
+    def cacheable(self, payload: Mapping[str, Any]) -> bool:
+        # an LLM rewrite is not a function of its inputs: cached only when the workflow says so
+        return not _truthy(payload.get("llmEnable"))
+
+    def env_fingerprint(self, payload: Mapping[str, Any],
+                        workflow: Mapping[str, Any] | None) -> dict[str, str]:
+        return {"llm": "on"} if _truthy(payload.get("llmEnable")) else {}
 
     def run(self, payload: Mapping[str, Any], ctx: RunContext) -> NodeOutput:
         # the runner has already rendered `$name` and `#<id>` mentions into plain text

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -29,14 +30,17 @@ from emprops import storage
 from emprops.accounts import services as accounts
 from generation_app.engine import richtext
 from generation_app.engine.refs import RefError, resolve_payload
+from generation_app.engine.variables import generation_traits
 from generation_app.models import Generation, NodeRun, WorkflowSnapshot
 from generation_app.nodes.base import NodeError, NodeOutput, RunContext
 from generation_app.nodes.registry import VARIABLES_STEP_ID, node_class
-from generation_app.services import webhooks
+from generation_app.services import runcache, webhooks
+from generation_app.services.runcache import NOT_CACHED, Probe
 from generation_app.services.steps import workflow_snapshot_load
 from jobs_app import services as jobs
 from jobs_app.models import Job
 from workflows_app.models import UserApiSecret
+from workflows_app.node_types import truthy
 
 logger = logging.getLogger(__name__)
 
@@ -321,8 +325,18 @@ def _generation_runs(job: Job, gid: int) -> list[dict[str, Any]]:
     """Every node run of one generation, as the runner needs them (one query)."""
     rows: Any = NodeRun.objects.filter(job_id=job.pk, gid=gid).values(
         "id", "step_id", "node_name", "alias", "status", "queue", "inline", "depends_on",
-        "workflow_digest", "output")
+        "workflow_digest", "output", "output_files", "cost", "charged", "charge_reason",
+        "cached_from_id")
     return list(rows)
+
+
+def _content_hashes(rows: list[dict[str, Any]], job: Job) -> dict[int, str]:
+    """step id -> content hash of each completed output whose files were hashed."""
+    return {r["step_id"]: runcache.output_content_hash(output=r["output"],
+                                                       files=r["output_files"],
+                                                       job_id=str(job.id))
+            for r in rows if r["status"] == NodeRun.Status.COMPLETED
+            and r["output"] is not None and r["output_files"] is not None}
 
 
 def _outputs_of(rows: list[dict[str, Any]], variables: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
@@ -338,6 +352,7 @@ class _Prepared(NamedTuple):
     node: Any
     payload: dict[str, Any]
     workflow: dict[str, Any] | None
+    step: dict[str, Any]
 
 
 def _prepare(run: NodeRun, job: Job, gen: Generation,
@@ -348,7 +363,43 @@ def _prepare(run: NodeRun, job: Job, gen: Generation,
     payload = resolve_step_payload(step=step, workflow=workflow, outputs=outputs,
                                    variables=gen.variables, seed=gen.seed)
     node = node_class(run.node_name, workflow["type"] if workflow else None)()
-    return _Prepared(node, payload, workflow)
+    return _Prepared(node, payload, workflow, step)
+
+
+def _probe(*, prepared: _Prepared, run: NodeRun, job: Job, gen: Generation,
+           hashes: Mapping[int, str]) -> Probe:
+    """The run's cache key and environment, and the earlier run of the same owner it may reuse.
+
+    Never fails the run: a key that cannot be computed (an upstream output without hashes, an
+    environment that cannot be asked) only means the node runs."""
+    try:
+        node = prepared.node
+        env = node.env_fingerprint(prepared.payload, prepared.workflow)
+        flagged = truthy(((prepared.workflow or {}).get("data") or {}).get("cacheable"))
+        upstream = {d: hashes.get(d) for d in run.depends_on or () if d != VARIABLES_STEP_ID}
+        if not (node.cacheable(prepared.payload) or flagged) or "unknown" in env.values() \
+                or None in upstream.values():
+            return Probe(None, env)
+        key = runcache.run_cache_key(
+            node_type=node.name, node_name=run.node_name, version=node.version, env=env,
+            workflow_digest=run.workflow_digest, payload=prepared.step.get("nodePayload") or {},
+            upstream={d: h for d, h in upstream.items() if h}, seed=gen.seed, hash=gen.hash,
+            variables=gen.variables)
+        if not runcache.cache_allowed(job_type=job.job_type, job_data=job.data):
+            return Probe(key, env)
+        return Probe(key, env, runcache.cache_lookup(user_id=job.user_id, key=key))
+    except Exception:  # a bug here must not cost the run: it runs uncached
+        logger.exception("cache probe of node %s of job %s failed", run.node_name, job.id)
+        return NOT_CACHED
+
+
+def _from_cache(probe: Probe, *, job: Job, gid: int) -> tuple[Probe, NodeOutput | None]:
+    """The reused output when the probe found a source whose files are intact."""
+    if probe.source is None:
+        return probe, None
+    result = runcache.cached_output(source=probe.source, user_id=job.user_id, job_id=job.id,
+                                    gid=gid)
+    return (probe, result) if result is not None else (probe._replace(source=None), None)
 
 
 def _context(*, run: NodeRun, job: Job, gen: Generation, workflow: Mapping[str, Any] | None,
@@ -390,6 +441,7 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
     if not run.inline:  # a long node says it started now; an inline one says so when it records
         _mark_started(run=run, job=job, gen=gen)
     outputs = _outputs_of(rows, gen.variables)
+    hashes = _content_hashes(rows, job)
     try:
         prepared = _prepare(run, job, gen, outputs)
     except RefError as exc:
@@ -402,8 +454,12 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
         logger.exception("preparing node %s of job %s failed", run.node_name, job.id)
         return node_run_fail(run=run, error=NodeError(
             f"Could not prepare the step: {type(exc).__name__}", failure_type="INTERNAL"))
+    probe, cached = _from_cache(_probe(prepared=prepared, run=run, job=job, gen=gen,
+                                       hashes=hashes), job=job, gid=run.gid)
     try:
-        if run.inline:
+        if cached is not None:
+            result = cached
+        elif run.inline:
             result = prepared.node.run(prepared.payload, _context(
                 run=run, job=job, gen=gen, workflow=prepared.workflow, outputs=outputs,
                 heartbeat=None))
@@ -418,10 +474,11 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
         logger.exception("node %s of job %s failed unexpectedly", run.node_name, job.id)
         return node_run_fail(run=run, error=NodeError(
             f"Internal error: {type(exc).__name__}", retryable=True, failure_type="INTERNAL"))
-    chain = _run_inline_dependents(run=run, job=job, gen=gen, rows=rows, result=result) \
-        if run.inline else []
+    chain = _run_inline_dependents(run=run, job=job, gen=gen, rows=rows, result=result,
+                                   hashes=hashes) if run.inline else []
     try:
-        return node_run_complete(run=run, result=result, payload=prepared.payload, chain=chain)
+        return node_run_complete(run=run, result=result, payload=prepared.payload, chain=chain,
+                                 probe=probe)
     except Exception as exc:  # a bug in recording: say so instead of looking like a lost worker
         logger.exception("recording node %s of job %s failed", run.node_name, job.id)
         return node_run_fail(run=run, error=NodeError(
@@ -429,17 +486,28 @@ def node_run_execute(*, run_id: int, worker: str) -> list[int]:
             failure_type="INTERNAL"))
 
 
+Ran = tuple[NodeRun, NodeOutput, Probe]
+
+
 def _run_inline_dependents(*, run: NodeRun, job: Job, gen: Generation,
-                           rows: list[dict[str, Any]],
-                           result: NodeOutput) -> list[tuple[NodeRun, NodeOutput]]:
+                           rows: list[dict[str, Any]], result: NodeOutput,
+                           hashes: Mapping[int, str]) -> list[Ran]:
     """Run, in memory and in plan order, the blocked inline steps of the generation that become
     ready once `run` is done (and those they make ready in turn). The first one that cannot be
     prepared or fails ends the chain: it stays for the ordinary path, which retries or fails it
     with the usual rules."""
     done = {r["step_id"] for r in rows if r["status"] in DONE} | {run.step_id}
     outputs = _outputs_of(rows, gen.variables)
-    outputs[run.step_id] = _step_output(result, _file_keys(run, job, result))
-    chain: list[tuple[NodeRun, NodeOutput]] = []
+    hashes = dict(hashes)
+
+    def finished(r: NodeRun, out: NodeOutput) -> None:
+        keys = _file_keys(r, job, out)
+        outputs[r.step_id] = _step_output(out, keys)
+        hashes[r.step_id] = runcache.output_content_hash(
+            output=outputs[r.step_id], files=runcache.files_meta(out, keys), job_id=str(job.id))
+
+    finished(run, result)
+    chain: list[Ran] = []
     pending = [r for r in rows if r["status"] == NodeRun.Status.BLOCKED and r["inline"]]
     progressed = True
     while progressed:
@@ -454,14 +522,17 @@ def _run_inline_dependents(*, run: NodeRun, job: Job, gen: Generation,
                                 status=NodeRun.Status.BLOCKED, attempt=1)
             try:
                 prepared = _prepare(dependent, job, gen, outputs)
-                out = prepared.node.run(prepared.payload, _context(
-                    run=dependent, job=job, gen=gen, workflow=prepared.workflow,
-                    outputs=outputs, heartbeat=None))
+                probe, out = _from_cache(_probe(prepared=prepared, run=dependent, job=job,
+                                                gen=gen, hashes=hashes), job=job, gid=run.gid)
+                if out is None:
+                    out = prepared.node.run(prepared.payload, _context(
+                        run=dependent, job=job, gen=gen, workflow=prepared.workflow,
+                        outputs=outputs, heartbeat=None))
             except Exception:  # noqa: BLE001 - the ordinary path reports it
                 return chain
-            chain.append((dependent, out))
+            chain.append((dependent, out, probe))
             done.add(r["step_id"])
-            outputs[r["step_id"]] = _step_output(out, _file_keys(dependent, job, out))
+            finished(dependent, out)
             pending.remove(r)
             progressed = True
     return chain
@@ -584,10 +655,30 @@ def _claim_held(run: NodeRun) -> bool:
                                   attempt=run.attempt).exists()
 
 
+def _charge_reason(run: NodeRun, probe: Probe, job: Job) -> str:
+    """Why a recorded step costs what it does: reused (`cached`, free), run again after a
+    failure (`retry`) or run once (`ran`)."""
+    if probe.source is not None:
+        return "cached"
+    return "retry" if run.attempt > 1 or job.retry_count else "ran"
+
+
+def _recorded_fields(run: NodeRun, probe: Probe, job: Job, result: NodeOutput,
+                     keys: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    reason = _charge_reason(run, probe, job)
+    return {"cache_key": probe.key, "env": probe.env or None,
+            "output_files": runcache.files_meta(result, keys),
+            "cached_from_id": probe.source["id"] if probe.source else None,
+            "charged": Decimal(0) if reason == "cached" else F("cost"),
+            "charge_reason": reason}
+
+
 def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str, Any],
-                      chain: list[tuple[NodeRun, NodeOutput]] | None = None) -> list[int]:
+                      chain: list[Ran] | None = None, probe: Probe = NOT_CACHED) -> list[int]:
     """Record a claimed run's result, and the inline runs `chain` ran after it in memory (still
-    blocked in the database), in one transaction; return the inline runs it made ready."""
+    blocked in the database), in one transaction; return the inline runs it made ready. A
+    result reused from the cache (`probe.source`) is recorded as such: free, and naming its
+    source in the output, the history and the events."""
     job = run.job
     # An attempt that lost its claim stores nothing: its files would overwrite the winner's (the
     # keys are the same on every attempt) or be orphans of a cancelled job. An inline chain that
@@ -597,26 +688,31 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
         timezone.now() - run.started_at).total_seconds() < settings.NODE_LEASE_SECONDS / 3
     if not (_claim_held(run) if fresh else _claim_renew(run)):
         return []
-    done = [(run, result, _file_keys(run, job, result))]
-    done += [(r, out, _file_keys(r, job, out)) for r, out in chain or ()]
-    for _r, res, keys in done:  # idempotent: same keys on every attempt
+    done = [(run, result, _file_keys(run, job, result), probe)]
+    done += [(r, out, _file_keys(r, job, out), p) for r, out, p in chain or ()]
+    for _r, res, keys, _p in done:  # idempotent: same keys on every attempt
         _store_files(res, keys)
     now = timezone.now()
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
         recorded = []
-        for r, res, keys in done:
+        sources: dict[int, dict[str, Any]] = {}
+        for r, res, keys, p in done:
             output = _step_output(res, keys)
+            if p.source is not None:
+                sources[r.step_id] = runcache.source_ref(p.source)
+                output.update(cached=True, cachedFrom=sources[r.step_id])
+            fields = _recorded_fields(r, p, locked, res, keys)
             if r is run:
                 won = NodeRun.objects.filter(pk=r.pk, status=NodeRun.Status.RUNNING,
                                              attempt=r.attempt).update(
                     status=NodeRun.Status.COMPLETED, output=output, progress=1.0,
-                    completed_at=now, lease_until=None, error=None)
+                    completed_at=now, lease_until=None, error=None, **fields)
             else:  # ran in memory after `run`: blocked until now, unless cancelled meanwhile
                 won = NodeRun.objects.filter(pk=r.pk, status=NodeRun.Status.BLOCKED).update(
                     status=NodeRun.Status.COMPLETED, output=output, progress=1.0, attempt=1,
                     worker=run.worker, started_at=run.started_at, completed_at=now,
-                    lease_until=None, error=None)
+                    lease_until=None, error=None, **fields)
             if not won:  # cancelled or taken over meanwhile: this attempt records no more
                 break
             recorded.append((r, keys, output))
@@ -629,10 +725,13 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
         for r, _keys, output in recorded:
             if r.inline:
                 _history_started(job=locked, run=r)
+            source = sources.get(r.step_id)
             jobs.history_add(job=locked, status="processing",
-                             message=f"Node {r.node_name} completed",
+                             message=f"Node {r.node_name} completed"
+                             + (f" from cache (job {source['jobId']})" if source else ""),
                              data={"gid": r.gid, "node": r.node_name, "nodeId": r.step_id,
-                                   "output": output},
+                                   "output": output,
+                                   **({"cached": True, "cachedFrom": source} if source else {})},
                              retry_attempt=r.attempt - 1,
                              dedupe_key=f"done:{r.gid}:{r.step_id}:{locked.retry_count}")
         unfinished: list[int] = []
@@ -655,10 +754,16 @@ def _record_files(*, job: Job, gen: Generation,
     collection_id = (job.data or {}).get("collectionId")
     gen_in = dict(job.input or {})
     gen_in["generations"] = {"hashes": [gen.hash], "generations": 1, "use_custom_hashes": True}
+    features, _ = _traits(job, gen)
     output_files_record(user_id=job.user_id, job_id=job.id, collection_id=collection_id, steps=[
         StepFiles(component_id=r.step_id, rel_id=f"{collection_id}_{r.step_id}", files=keys,
-                  gen_in_data=gen_in, gen_out_data=output)
+                  gen_in_data=gen_in, gen_out_data=output, features=features)
         for r, keys, output in recorded])
+
+
+def _traits(job: Job, gen: Generation) -> tuple[dict[str, str], dict[str, str]]:
+    """The generation's `(features, feature_labels)`, from its picks and the job's variables."""
+    return generation_traits(gen.variables or {}, (job.input or {}).get("variables") or [])
 
 
 def _generation_output(job: Job, gen: Generation,
@@ -671,14 +776,74 @@ def _generation_output(job: Job, gen: Generation,
             continue
         steps.append({"id": s["id"], "nodeName": s["nodeName"], "nodeAlias": s.get("alias"),
                       "nodeResponse": r["output"]})
-    return {"id": str(job.id), "generation": {"id": gen.gid, "hash": gen.hash}, "steps": steps}
+    features, labels = _traits(job, gen)
+    return {"id": str(job.id), "generation": {"id": gen.gid, "hash": gen.hash,
+                                              "features": features, "feature_labels": labels},
+            "steps": steps}
+
+
+def _as_float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _generation_cost(job: Job, rows: list[dict[str, Any]], *,
+                     failed: bool) -> tuple[dict[str, Any], Decimal | None]:
+    """One finished generation's itemised cost (per step: quoted, charged and why) and what to
+    charge for it: the steps that ran, not those served from the cache; nothing for a failed
+    generation (its share is released). The amount is None for runs planned before steps
+    carried their quoted cost: the quote's per-generation amount is charged then."""
+    order = {s.get("id"): i for i, s in enumerate((job.input or {}).get("steps") or [])}
+    quoted = charged = Decimal(0)
+    known = True
+    steps = []
+    for r in sorted(rows, key=lambda r: (order.get(r["step_id"], len(order)), r["step_id"])):
+        if r["status"] == NodeRun.Status.SKIPPED:
+            continue
+        cost: Decimal | None = r["cost"]
+        known = known and cost is not None
+        cached = r["cached_from_id"] is not None
+        if failed:
+            reason = "failed: released"
+        elif cached:
+            reason = "cached"
+        else:
+            reason = r["charge_reason"] if r["charge_reason"] in ("ran", "retry") else "ran"
+        spent = (cost or Decimal(0)) if reason in ("ran", "retry") else Decimal(0)
+        quoted += cost or Decimal(0)
+        charged += spent
+        item: dict[str, Any] = {"stepId": r["step_id"], "nodeName": r["node_name"],
+                                "quoted": _as_float(cost), "charged": float(spent),
+                                "reason": reason}
+        if cached and isinstance(r["output"], Mapping) and r["output"].get("cachedFrom"):
+            item["cachedFrom"] = r["output"]["cachedFrom"]
+        steps.append(item)
+    cost_doc = {"quoted": float(quoted), "charged": float(charged),
+                "released": float(quoted - charged), "steps": steps}
+    return cost_doc, charged if known else None
+
+
+def _job_cost_record(job: Job, *, gid: int, status: str, cost: Mapping[str, Any]) -> None:
+    """Put a finished generation's cost into `job.data.cost` (the caller saves `data`)."""
+    data = dict(job.data or {})
+    summary = dict(data.get("cost") or {})
+    generations = [g for g in summary.get("generations") or [] if g.get("gid") != gid]
+    generations.append({"gid": gid, "status": status, **cost})
+    generations.sort(key=lambda g: g["gid"])
+    data["cost"] = {"quoted": sum(g["quoted"] for g in generations),
+                    "charged": sum(g["charged"] for g in generations),
+                    "released": sum(g["released"] for g in generations),
+                    "generations": generations}
+    job.data = data
 
 
 def _generation_completed(*, job: Job, gen: Generation,
                           rows: list[dict[str, Any]] | None = None) -> None:
     if gen.status in Generation.FINISHED:
         return
+    rows = rows if rows is not None else _generation_runs(job, gen.gid)
     output = _generation_output(job, gen, rows)
+    cost, amount = _generation_cost(job, rows, failed=False)
+    output["cost"] = cost
     gen.status = Generation.Status.COMPLETED
     gen.outputs = output
     gen.completed_at = timezone.now()
@@ -688,8 +853,9 @@ def _generation_completed(*, job: Job, gen: Generation,
     outputs.append(output)
     data["outputs"] = sorted(outputs, key=lambda o: o["generation"]["id"])
     job.data = data
+    _job_cost_record(job, gid=gen.gid, status=Generation.Status.COMPLETED, cost=cost)
     job.save(update_fields=["data", "updated_at"])
-    accounts.credits_charge_generation(job_id=job.id, gid=gen.gid,
+    accounts.credits_charge_generation(job_id=job.id, gid=gen.gid, amount=amount,
                                        comment=f"{job.name} (generation {gen.gid})")
     jobs.history_add(job=job, status="completed", message="Generation completed successfully",
                      data={"gid": gen.gid, "outputs": output},
@@ -718,6 +884,12 @@ def _after_generation_finished(job: Job) -> None:
     job.save(update_fields=["status", "error_message", "completed_at", "updated_at"])
     accounts.credits_release_job(job_id=job.id)
     webhooks.job_finished(job=job)
+    if job.job_type == "replay" and job.status == Job.Status.COMPLETED:
+        from generation_app.services.replay import replay_verdict_record
+
+        # files are read and compared after the commit, outside any transaction
+        job_id = job.id
+        transaction.on_commit(lambda: replay_verdict_record(job_id=job_id))
 
 
 def _update_progress(job: Job) -> None:
@@ -838,6 +1010,9 @@ def generation_fail(*, job: Job, gen: Generation, component: str, error: NodeErr
         NodeRun.Status.BLOCKED, NodeRun.Status.QUEUED, NodeRun.Status.RUNNING)).update(
         status=NodeRun.Status.CANCELLED, lease_until=None)
     accounts.credits_release_generation(job_id=job.id, gid=gen.gid)
+    cost, _amount = _generation_cost(job, _generation_runs(job, gen.gid), failed=True)
+    _job_cost_record(job, gid=gen.gid, status=Generation.Status.FAILED, cost=cost)
+    job.save(update_fields=["data", "updated_at"])
     jobs.history_add(job=job, status="failed", message=f"Generation failed: {message}",
                      data={"gid": gen.gid, "error": message, "failure_type": error.failure_type,
                            "retryable": error.retryable},

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from collections_app import selectors as collection_selectors
-from collections_app.generation_input import generation_hashes
+from collections_app.generation_input import DuplicateHashes, generation_hashes
 from collections_app.services import generation_input_validate
 from emprops.accounts import services as accounts
 from emprops.errors import ValidationFailed
@@ -145,7 +145,10 @@ def job_input_prepare(*, user: Any, data: Any, variables: Mapping[str, Any] | No
     if count is not None and count > limit:
         raise ValidationFailed(f"count must be at most {limit}.",
                                details={"count": [f"At most {limit} generations per request."]})
-    hash_list = generation_hashes(data, count=count, hashes=hashes_check(hashes))
+    try:
+        hash_list = generation_hashes(data, count=count, hashes=hashes_check(hashes))
+    except DuplicateHashes as exc:  # the same hash twice would run, and be charged, twice
+        raise ValidationFailed(str(exc), details=exc.details) from None
     if len(hash_list) > limit:
         raise ValidationFailed(f"At most {limit} generations per request.",
                                details={"hashes": [f"At most {limit} generations."]})
@@ -158,8 +161,9 @@ def job_input_prepare(*, user: Any, data: Any, variables: Mapping[str, Any] | No
 
 def generation_request(*, user: Any, collection_id: UUID | str, variables: Mapping[str, Any] | None,
                        workflow_priority: int | None = None, count: int | None = None,
-                       hashes: list[Any] | None = None) -> Job:
-    """Start generations of one of the user's collections (one job holding all of them)."""
+                       hashes: list[Any] | None = None, no_cache: bool = False) -> Job:
+    """Start generations of one of the user's collections (one job holding all of them);
+    `no_cache` runs every step even where an identical earlier run could be reused."""
     with transaction.atomic():
         collection = collection_selectors.collection_get(user=user, collection_id=collection_id)
         data = collection.data
@@ -171,20 +175,24 @@ def generation_request(*, user: Any, collection_id: UUID | str, variables: Mappi
         return job_create_from_input(
             user=user, job_input=job_input, collection_id=str(collection.id),
             name=f"Collection Generation: {collection.title}",
-            workflow_priority=workflow_priority)
+            workflow_priority=workflow_priority, no_cache=no_cache)
 
 
 def job_create_from_input(*, user: Any, job_input: JobInput, collection_id: str | None, name: str,
                           workflow_priority: int | None = None,
                           job_type: str = "collection_generation",
                           not_before: datetime | None = None,
-                          webhook: Mapping[str, Any] | None = None) -> Job:
+                          webhook: Mapping[str, Any] | None = None,
+                          no_cache: bool = False) -> Job:
     """Hold credits for a prepared input (402 before creating anything), then create one job with
     a generation per hash and a node run per step; the first steps are announced to their queues
-    when the transaction commits. `webhook` ({url, events}) is this job's own webhook."""
+    when the transaction commits. `webhook` ({url, events}) is this job's own webhook;
+    `no_cache` keeps every step from reusing an earlier identical run's output."""
     data, hashes, quote = job_input.data, job_input.hashes, job_input.quote
     job_data: dict[str, Any] = {"collectionId": collection_id, "variables": job_input.variables,
                                 "outputs": [], "quote": quote}
+    if no_cache:
+        job_data["noCache"] = True
     if webhook is not None:
         # delivery is the webhooks service's: it reads `data.webhook` when the job changes
         job_data["webhook"] = {"url": webhook["url"], "events": list(webhook["events"])}
@@ -200,46 +208,84 @@ def job_create_from_input(*, user: Any, job_input: JobInput, collection_id: str 
         jobs.history_add(job=job, status="pending", message="Job created and pending execution",
                          data={"collectionId": collection_id, "generations": len(hashes)})
         _create_work(job=job, data=data, plan=job_input.plan, hashes=hashes,
-                     overrides=job_input.overrides)
+                     overrides=job_input.overrides, quote=quote)
         jobs.job_changed(job=job)
     return job
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One step's frozen plan, as every generation of a job runs it."""
+
+    step_id: int
+    node_name: str
+    alias: str | None
+    queue: str = "engine"
+    inline: bool = False
+    depends_on: list[int] = field(default_factory=list)
+    workflow_digest: str | None = None
+    cost: Decimal | None = None  # the step's quoted cost (what it is charged when it runs)
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedGeneration:
+    hash: str
+    seed: int
+    variables: dict[str, Any]
+
+
 def _create_work(*, job: Job, data: Mapping[str, Any], plan: StepPlan, hashes: list[str],
-                 overrides: Mapping[str, str]) -> None:
-    # Generations the user's running cap admits now start pending with their first runs queued,
-    # in these same inserts; the rest wait for `admit_waiting`.
-    admitted = execution.generations_admit_new(job=job, count=len(hashes))
+                 overrides: Mapping[str, str], quote: Mapping[str, Any]) -> None:
+    costs = {b.get("stepId"): Decimal(str(b.get("cost") or 0))
+             for b in quote.get("breakdown") or []}
+    digests = workflow_snapshots_store(plan.workflows)
+    runs = [PlannedRun(step_id=step["id"], node_name=step["nodeName"],
+                       alias=step.get("alias") or None, queue=queue, inline=inline,
+                       depends_on=depends_on, workflow_digest=digests.get(step["nodeName"]),
+                       cost=costs.get(step["id"], Decimal(0)))
+            for step in plan.steps
+            for queue, inline, depends_on in [node_run_plan(step, plan)]]
+    runs += [PlannedRun(step_id=step["id"], node_name=step["nodeName"],
+                        alias=step.get("alias") or None, skipped=True) for step in plan.skipped]
+    generations = [PlannedGeneration(hash=h, seed=generation_seed(h), variables=pick_variables(
+        copy.deepcopy(data.get("variables") or []), h, overrides)) for h in hashes]
+    work_create(job=job, generations=generations, runs=runs)
+
+
+def work_create(*, job: Job, generations: Sequence[PlannedGeneration],
+                runs: Sequence[PlannedRun]) -> None:
+    """A generation per entry and a node run per planned step of each, in two inserts.
+
+    Generations the user's running cap admits now start pending with their first runs queued,
+    in these same inserts; the rest wait for `admit_waiting`."""
+    admitted = execution.generations_admit_new(job=job, count=len(generations))
     starting = admitted or 0
     now = timezone.now()
-    generations = []
-    for gid, h in enumerate(hashes):
-        picked = pick_variables(copy.deepcopy(data.get("variables") or []), h, overrides)
-        generations.append(Generation(
-            job=job, gid=gid, hash=h, seed=generation_seed(h), variables=picked, position=0,
-            status=Generation.Status.PENDING if gid < starting else Generation.Status.WAITING))
-    Generation.objects.bulk_create(generations)
-    runs, first = [], []
-    digests = workflow_snapshots_store(plan.workflows)
-    frozen = [node_run_plan(step, plan) for step in plan.steps]
-    done_at_start = {VARIABLES_STEP_ID, *(s["id"] for s in plan.skipped)}
-    for gid in range(len(hashes)):
-        for step, (queue, inline, depends_on) in zip(plan.steps, frozen, strict=True):
-            ready = gid < starting and all(d in done_at_start for d in depends_on)
+    Generation.objects.bulk_create([Generation(
+        job=job, gid=gid, hash=g.hash, seed=g.seed, variables=g.variables, position=0,
+        status=Generation.Status.PENDING if gid < starting else Generation.Status.WAITING)
+        for gid, g in enumerate(generations)])
+    rows, first = [], []
+    done_at_start = {VARIABLES_STEP_ID, *(r.step_id for r in runs if r.skipped)}
+    for gid in range(len(generations)):
+        for p in runs:
+            if p.skipped:
+                rows.append(NodeRun(job=job, gid=gid, step_id=p.step_id, node_name=p.node_name,
+                                    alias=p.alias, status=NodeRun.Status.SKIPPED, progress=1.0,
+                                    completed_at=now))
+                continue
+            ready = gid < starting and all(d in done_at_start for d in p.depends_on)
             run = NodeRun(
-                job=job, gid=gid, step_id=step["id"], node_name=step["nodeName"],
-                alias=step.get("alias") or None, queue=queue, inline=inline,
-                depends_on=depends_on, workflow_digest=digests.get(step["nodeName"]),
+                job=job, gid=gid, step_id=p.step_id, node_name=p.node_name, alias=p.alias,
+                queue=p.queue, inline=p.inline, depends_on=list(p.depends_on),
+                workflow_digest=p.workflow_digest, cost=p.cost,
                 status=NodeRun.Status.QUEUED if ready else NodeRun.Status.BLOCKED,
                 queued_at=now if ready else None, announced_at=now if ready else None)
-            runs.append(run)
+            rows.append(run)
             if ready:
                 first.append(run)
-        for step in plan.skipped:
-            runs.append(NodeRun(job=job, gid=gid, step_id=step["id"], node_name=step["nodeName"],
-                                alias=step.get("alias") or None, status=NodeRun.Status.SKIPPED,
-                                progress=1.0, completed_at=now))
-    NodeRun.objects.bulk_create(runs)
+    NodeRun.objects.bulk_create(rows)
     if admitted is None:  # older generations of this user wait: they go first
         execution.admit_waiting(user_id=job.user_id, known_waiting=True)
     else:

@@ -58,6 +58,7 @@ class GenerateRequest:
     priority: int | None = None
     webhook: Mapping[str, Any] | None = None
     run_at: datetime | None = None
+    no_cache: bool = False  # run every step, even where an identical earlier run is reusable
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ def _start(*, user: Any, prepared: Prepared) -> Started:
     job = job_create_from_input(
         user=user, job_input=prepared.job_input.renumbered(collection.data),
         collection_id=str(collection.id), name=f"Collection Generation: {collection.title}",
-        workflow_priority=request.priority, not_before=request.run_at, webhook=request.webhook)
+        workflow_priority=request.priority, not_before=request.run_at, webhook=request.webhook,
+        no_cache=request.no_cache)
     return Started(collection=collection, job=job, quote=job.data["quote"])
 
 

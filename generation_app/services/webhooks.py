@@ -197,7 +197,9 @@ def job_finished(*, job: Job) -> None:
     if job.status not in (Job.Status.COMPLETED, Job.Status.FAILED):
         return
     enqueue(job=job, event=str(job.status),
-            data={"job": _job_summary(job), "outputs": (job.data or {}).get("outputs") or []},
+            data={"job": _job_summary(job), "outputs": (job.data or {}).get("outputs") or [],
+                  # itemised: per generation and step, what was charged and why
+                  "cost": (job.data or {}).get("cost")},
             key=f"retry{job.retry_count}")
 
 

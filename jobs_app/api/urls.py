@@ -5,7 +5,6 @@ from jobs_app.api import views
 
 urlpatterns = [
     path("jobs", views.JobListView.as_view(), name="jobs"),
-    path("jobs/<uuid:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<uuid:job_id>/history", views.JobHistoryView.as_view(), name="job-history"),
     path("jobs/<uuid:job_id>/events", events.job_events, name="job-events"),
     path("jobs/<uuid:job_id>/events/token", views.JobEventsTokenView.as_view(),

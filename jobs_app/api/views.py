@@ -25,11 +25,8 @@ class JobListView(ViewerListView):
         return selectors.job_list(user=self.request.user)
 
 
-class JobDetailView(APIView):
-    @extend_schema(responses=s.JobOutputSerializer, summary="One of your jobs")
-    def get(self, request: Request, job_id: UUID) -> Response:
-        return Response(s.JobOutputSerializer(selectors.job_get(user=request.user,
-                                                                job_id=job_id)).data)
+# `GET /api/jobs/{id}` is generation_app's (generation_app.api.views.JobDetailView): the detail
+# tells why a job waits, which needs the engine's rows.
 
 
 class JobHistoryView(ViewerListView):

@@ -64,6 +64,7 @@ def test_generate_follows_the_job_and_saves_each_file(live_platform, make_user, 
     assert [(out / n).read_text() for n in names] == ["hello", "hello"]
     assert sorted(proc.stdout.splitlines()) == [str(out / n) for n in names]
     assert f"job {job.id} completed: 2 output(s), 2 file(s) saved in {out}" in proc.stderr
+    assert f"gallery: {live_platform.url}/c/{job.data['collectionId']}?g=" in proc.stderr
     assert "Traceback" not in proc.stderr
 
     # the same job, followed again from the terminal: its events, then exit 0
@@ -157,3 +158,18 @@ def test_help_documents_the_exit_codes(capsys):
                  "4    not found", "5    insufficient credits", "6    any other API error",
                  "130  interrupted"):
         assert line in text
+
+
+@pytest.mark.parametrize(("waiting", "line"), [
+    ({"state": "queued", "position": 3, "estimate_seconds": 12.4},
+     "waiting: position 3, about 12 s (queued)"),
+    ({"state": "waiting_for_slot", "position": 0, "estimate_seconds": None},
+     "waiting: position 0 (waiting for slot)"),
+    ({"state": "scheduled", "position": None, "estimate_seconds": 60.0,
+      "run_at": "2030-01-01T00:00:00Z"},
+     "waiting: about 60 s, at 2030-01-01T00:00:00Z (scheduled)"),
+    ({"state": None, "position": None, "estimate_seconds": None}, None),
+    (None, None),
+])
+def test_the_waiting_line_says_the_place_in_line_and_the_estimate(waiting, line):
+    assert cli._waiting_line(waiting) == line

@@ -197,3 +197,83 @@ def test_a_job_interrupted_on_comfyui_fails_and_a_user_retry_completes(api_for, 
                 for pid in (first_prompt, retried)}
     assert statuses == {first_prompt: "error", retried: "success"}
     assert FlatFile.objects.filter(job_id=job_id).count() == 2
+
+
+def _slow_graph(prefix: str) -> dict[str, Any]:
+    return {
+        "1": {"class_type": "EmptyImage",
+              "inputs": {"width": 1024, "height": 1024, "batch_size": 2, "color": 0}},
+        "2": {"class_type": "ImageBlur",
+              "inputs": {"image": ["1", 0], "blur_radius": 31, "sigma": 5.0}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def test_a_cancel_deletes_the_queued_prompt_before_it_starts_and_interrupts_the_running_one(
+        api_for, alice, real_comfy, worker):
+    # given two generations: one prompt running on ComfyUI, the other waiting in its queue
+    _workflow(real_comfy, _slow_graph(real_comfy.prefix()))
+    client = api_for(alice)
+    data = {"steps": [{"id": 1, "nodeName": "real-invert", "nodePayload": {"color": "#123456"}}]}
+    collection = client.post("/api/projects/collections", {"title": "Real", "data": data},
+                             format="json").json()["data"]
+    job_id = client.post(f"/api/collections/{collection['id']}/generations", {"count": 2},
+                         format="json").json()["data"]["jobId"]
+
+    def queue() -> tuple[list[str], list[str]]:
+        q = real_comfy.get("/queue")
+        return ([str(i[1]) for i in q["queue_running"]], [str(i[1]) for i in q["queue_pending"]])
+
+    wait_for(lambda: [len(part) for part in queue()] == [1, 1], 120)
+    [running], [queued] = queue()
+
+    # when the user cancels
+    response = client.post(f"/api/jobs/{job_id}/cancel")
+
+    # then the queued prompt leaves ComfyUI's queue without ever running (no history entry: a
+    # prompt that started has one, even when interrupted), and the running one is interrupted
+    assert response.status_code == 200
+    wait_for(lambda: queue() == ([], []), 60)
+    assert real_comfy.get(f"/history/{queued}") == {}
+    entry = real_comfy.get(f"/history/{running}")[running]
+    assert entry["status"]["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"])
+    assert Job.objects.get(pk=job_id).status == "cancelled"
+    assert not FlatFile.objects.filter(job_id=job_id).exists()
+
+
+def test_a_comfyui_killed_mid_run_and_back_after_60_s_leaves_the_job_completed_once(
+        api_for, alice, real_comfy, start_worker):
+    # given a prompt running on ComfyUI (last in this module: it restarts the shared server)
+    from emprops.accounts.models import CreditsHistory
+    from jobs_app.models import JobHistory
+
+    prefix = real_comfy.prefix()
+    _workflow(real_comfy, _slow_graph(prefix))
+    # the default retry window (15 min); backoff capped at 10 s so the test notices the return
+    worker = start_worker(env={"UPSTREAM_RETRY_MAX_BACKOFF_SECONDS": "10"})
+    job_id = _generate(api_for(alice), {"color": "#336699"})
+    wait_for(lambda: real_comfy.running_prompt_ids(), 120)
+
+    # when ComfyUI is killed mid-prompt and comes back 60 s later on the same address
+    os.kill(real_comfy.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: JobHistory.objects.filter(job_id=job_id,
+                                               message__contains="retrying in").exists(), 60)
+    time.sleep(max(0.0, 60 - (time.monotonic() - killed_at)))
+    port = int(real_comfy.url.rsplit(":", 1)[1])
+    started = subprocess.run(["bash", str(START), str(COMFY_DIR), str(port)],
+                             capture_output=True, text=True, timeout=600, check=False)
+    match = re.search(r"ComfyUI PID (\d+) on (\S+)", started.stdout)
+    assert started.returncode == 0 and match, started.stdout + started.stderr
+    real_comfy.pid = int(match.group(1))
+
+    # then the job completes once: one set of files, one charge, one completion
+    job = _finished(job_id, 400)
+    assert job.status == "completed", (job.error_message, worker.output()[-3000:])
+    assert FlatFile.objects.filter(job_id=job_id).count() == 2
+    assert CreditsHistory.objects.filter(job_id=job_id, flow="out").count() == 1
+    assert JobHistory.objects.filter(job_id=job_id, status="completed").count() == 1
+    retries = list(JobHistory.objects.filter(job_id=job_id, message__contains="retrying in")
+                   .values_list("message", flat=True))
+    assert retries and all("ComfyUI" in m or "127.0.0.1" in m for m in retries)

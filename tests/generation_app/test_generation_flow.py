@@ -43,11 +43,14 @@ def _collection(client, *, steps=None):
     return response.json()["data"]
 
 
-def _expected(h):
+def _expected_features(h):
     rng = HashRandom(h)
     who = rng.pseudorandom_weighted_pick(["John", "Mary", "Peter"], [1, 1, 98])
-    job = rng.pseudorandom_pick(["Engineer", "Other"])
-    return f"a {who} who is an {job}"
+    return {"who": who, "job": rng.pseudorandom_pick(["Engineer", "Other"])}
+
+
+def _expected(h):
+    return "a {who} who is an {job}".format(**_expected_features(h))
 
 
 @pytest.mark.worker
@@ -66,7 +69,9 @@ def test_four_generations_follow_the_hashes(api_for, alice, worker):
     assert job.status == "completed", (job.error_message, worker.output()[-3000:])
     assert job.progress == 100
     outputs = job.data["outputs"]
-    assert [o["generation"] for o in outputs] == [{"id": i, "hash": h} for i, h in enumerate(hashes)]
+    assert [o["generation"] for o in outputs] == [
+        {"id": i, "hash": h, "features": _expected_features(h), "feature_labels": {}}
+        for i, h in enumerate(hashes)]
     first_ids = [s["id"] for s in collection["data"]["steps"]]
     for out, h in zip(outputs, hashes, strict=True):
         steps = {s["id"]: s for s in out["steps"]}

@@ -93,6 +93,8 @@ def test_a_prompt_request_creates_the_collection_and_its_generations_follow_the_
     assert job["data"]["collectionId"] == collection["id"]
     assert body["cost"] == {"per_generation": 1.0, "total": 3.0,
                             "breakdown": [{"nodeName": "prompt", "stepId": step["id"], "cost": 1.0}]}
+    gallery = body["urls"].pop("gallery")
+    assert gallery.startswith(f"http://testserver/c/{collection['id']}?g=")
     assert body["urls"] == {
         "collection": f"http://testserver/api/collections/{collection['id']}",
         "job": f"http://testserver/api/jobs/{job['id']}",
@@ -101,7 +103,9 @@ def test_a_prompt_request_creates_the_collection_and_its_generations_follow_the_
     done = wait_for(lambda: Job.objects.filter(pk=job["id"], status__in=Job.FINISHED).first(), 90)
     assert done.status == "completed", (done.error_message, worker.output()[-3000:])
     outputs = done.data["outputs"]
-    assert [o["generation"] for o in outputs] == [{"id": i, "hash": h} for i, h in enumerate(hashes)]
+    assert [o["generation"] for o in outputs] == [
+        {"id": i, "hash": h, "features": {"animal": HashRandom(h).pseudorandom_pick(ANIMALS)},
+         "feature_labels": {}} for i, h in enumerate(hashes)]
     texts = [o["steps"][0]["nodeResponse"]["data"] for o in outputs]
     assert texts == [f"a {HashRandom(h).pseudorandom_pick(ANIMALS)}" for h in hashes]
     assert CreditsBalance.objects.get(user=alice, credit_type="permanent").balance == 10 - 3

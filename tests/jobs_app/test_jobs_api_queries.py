@@ -14,10 +14,11 @@ DATA = {"version": "v2", "steps": [
     {"id": 2, "nodeName": "prompt", "nodePayload": {"prompt": "an etching of #1"}}],
     "generations": {"hashes": [], "generations": 1, "use_custom_hashes": False}, "variables": []}
 
-# API key lookup and its last-use stamp, then the page and its count (list) or the row (detail);
-# throttling is in Redis
+# API key lookup and its last-use stamp, then the page and its count (list) or the row (detail)
+# and what it waits for (one query for its state and place in line, one for the median
+# durations: generation_app.selectors.job_wait_info); throttling is in Redis
 LIST_QUERIES = 4
-DETAIL_QUERIES = 3
+DETAIL_QUERIES = 5
 
 
 def _jobs(user, n: int, *, generations: int = 1) -> list:

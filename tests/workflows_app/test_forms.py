@@ -110,7 +110,7 @@ def test_min_and_max_are_enforced():
     assert low == {"steps": ["Ensure this value is greater than or equal to 1."]}
     assert high == {
         "denoise": ["Ensure this value is less than or equal to 1."],
-        "seed": ["Ensure this value is greater than or equal to 0."],
+        "seed": ["A seed must be a whole number from 0 to 4294967295, got -1."],
     }
 
 
@@ -334,3 +334,64 @@ def test_form_defaults_and_prompt_fields():
         "ratio": "1:1",
     }
     assert prompt_fields(FORM) == frozenset({"prompt"})
+
+
+# --- seeds: any unsigned 32-bit integer, whatever the field's slider says ----------------------
+
+SEED_FORM = {
+    "fields": [
+        {"id": "seed", "name": "Seed", "type": "slider", "constraints": {"min": 0, "max": 999999}},
+        {"id": "noise_seed", "name": "Noise seed", "type": "input"},
+        {"id": "steps", "name": "Steps", "type": "slider", "constraints": {"min": 1, "max": 60}},
+        {"id": "seed_mode", "name": "Seed mode", "type": "select", "options": ["fixed", "random"]},
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2145214451", 2145214451),  # as the component library's test.json payloads carry it
+        (4294967295, 4294967295),
+        (" 4294967295 ", 4294967295),
+        (0, 0),
+        (1000000, 1000000),
+        (12.0, 12),
+    ],
+)
+def test_a_seed_takes_any_unsigned_32_bit_integer_over_its_sliders_max(raw, expected):
+    coerced, errors = validate_payload(SEED_FORM, {"seed": raw, "noise_seed": raw})
+
+    assert errors == {}
+    assert coerced == {"seed": expected, "noise_seed": expected}
+
+
+@pytest.mark.parametrize("bad", [4294967296, -1, "abc", "-1", "1.5", 2.5, True, [], {}, "nan"])
+def test_a_seed_outside_unsigned_32_bits_or_not_a_whole_number_is_refused(bad):
+    _, errors = validate_payload(SEED_FORM, {"seed": bad})
+
+    assert errors == {
+        "seed": [f"A seed must be a whole number from 0 to 4294967295, got {bad!r}."]
+    }
+
+
+def test_other_fields_keep_their_min_and_max_next_to_a_seed():
+    _, errors = validate_payload(SEED_FORM, {"seed": "2145214451", "steps": 61})
+
+    assert errors == {"steps": ["Ensure this value is less than or equal to 60."]}
+
+
+def test_a_seed_named_select_is_not_a_seed():
+    coerced, errors = validate_payload(SEED_FORM, {"seed_mode": "random"})
+
+    assert errors == {}
+    assert coerced == {"seed_mode": "random"}
+
+
+def test_json_schema_of_a_seed_is_the_unsigned_32_bit_range():
+    props = form_json_schema(SEED_FORM, conf_options={})["properties"]
+
+    assert props["seed"] == {"title": "Seed", "type": "integer", "minimum": 0,
+                             "maximum": 4294967295, "x-form-type": "slider"}
+    assert props["noise_seed"]["maximum"] == 4294967295
+    assert props["steps"]["maximum"] == 60

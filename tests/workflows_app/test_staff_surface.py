@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
+
 import pytest
 from rest_framework.test import APIClient
 
 from collections_app.services import collection_create
 from emprops.accounts.services import api_key_create, api_key_revoke
+from tests.peers.comfyui_server import ComfyTestServer
 from workflows_app.models import AIModel, CustomNode, FormConfig, Server, Workflow
 
 
@@ -210,3 +215,116 @@ def test_collections_refuses_a_consumer_key(alice):
     key = api_key_create(user=alice)[1]
 
     _assert_plain_404(APIClient().get(f"/api/staff/{key}/collections"), key)
+
+
+# ---- servers: register and check --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    with ComfyTestServer() as server:
+        yield server
+
+
+def test_register_a_server(cli, db):
+    response = cli("post", "/servers", {"name": "gpu-1", "url": "http://127.0.0.1:8188/"})
+
+    assert response.status_code == 201
+    row = response.json()["data"]
+    assert (row["name"], row["url"]) == ("gpu-1", "http://127.0.0.1:8188")
+    assert Server.objects.get().url == "http://127.0.0.1:8188"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"name": "gpu-1", "url": "ftp://127.0.0.1/"}, "url"),
+    ({"name": "gpu-1", "url": "127.0.0.1:8188"}, "url"),
+    ({"name": "gpu-1"}, "url"),
+    ({"url": "http://127.0.0.1:8188"}, "name"),
+])
+def test_a_bad_server_is_400_and_nothing_is_registered(cli, db, body, field):
+    response = cli("post", "/servers", body)
+
+    assert response.status_code == 400
+    assert list(response.json()["details"]) == [field]
+    assert Server.objects.count() == 0
+
+
+def test_a_taken_server_name_is_409_and_changes_nothing(cli, db):
+    Server.objects.create(name="gpu-1", url="http://127.0.0.1:8188")
+
+    response = cli("post", "/servers", {"name": "gpu-1", "url": "http://127.0.0.1:9999"})
+
+    assert response.status_code == 409
+    assert list(Server.objects.values_list("url", flat=True)) == ["http://127.0.0.1:8188"]
+
+
+def test_check_a_server_reports_its_version_and_devices(cli, db, comfy):
+    Server.objects.create(name="gpu-1", url=comfy.url)
+
+    response = cli("post", "/servers/gpu-1/check")
+
+    assert response.status_code == 200
+    result = response.json()["data"]
+    assert result["ok"] is True
+    assert (result["name"], result["url"], result["comfyui_version"]) == (
+        "gpu-1", comfy.url, "0.3.64")
+    assert result["devices"] == [{"name": "cpu", "type": "cpu", "vram_total": 16 * 2**30,
+                                  "vram_free": 8 * 2**30}]
+    assert ("GET", "/system_stats") in comfy.requests
+
+
+def test_check_a_server_that_does_not_answer_says_why(cli, db):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    Server.objects.create(name="gone", url=f"http://127.0.0.1:{port}")
+
+    response = cli("post", "/servers/gone/check")
+
+    assert response.status_code == 200
+    result = response.json()["data"]
+    assert (result["ok"], result["error"].split(":")[0]) == (False, "Could not connect")
+
+
+def test_a_server_redirecting_elsewhere_is_stopped_by_the_ssrf_guard(cli, db, comfy):
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", f"{comfy.url}/system_stats")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect) as redirector:
+        threading.Thread(target=redirector.serve_forever, daemon=True).start()
+        Server.objects.create(name="bouncer", url=f"http://127.0.0.1:{redirector.server_port}")
+        before = len(comfy.requests)
+
+        result = cli("post", "/servers/bouncer/check").json()["data"]
+        redirector.shutdown()
+
+    assert result["ok"] is False
+    assert result["error"].startswith("Refused by the SSRF guard: refused '127.0.0.1'")
+    assert len(comfy.requests) == before  # the registered server is trusted, not its redirects
+
+
+def test_check_an_unknown_server_is_404(cli, db):
+    response = cli("post", "/servers/nope/check")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "Server not found."
+
+
+def test_a_consumer_key_cannot_register_or_check_servers(alice, db):
+    Server.objects.create(name="gpu-1", url="http://127.0.0.1:8188")
+    key = api_key_create(user=alice)[1]
+    client = APIClient()
+
+    created = client.post(f"/api/staff/{key}/servers", {"name": "x", "url": "http://127.0.0.1:1"},
+                          format="json")
+    checked = client.post(f"/api/staff/{key}/servers/gpu-1/check")
+
+    _assert_plain_404(created, key)
+    _assert_plain_404(checked, key)
+    assert list(Server.objects.values_list("name", flat=True)) == ["gpu-1"]

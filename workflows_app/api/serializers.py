@@ -136,6 +136,32 @@ class StaffServerOutputSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "url", "created_at"]
 
 
+class StaffServerInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    url = serializers.CharField(max_length=500, help_text="The ComfyUI base URL, http(s).")
+
+
+class StaffServerDeviceOutputSerializer(serializers.Serializer):
+    name = serializers.CharField(allow_null=True)
+    type = serializers.CharField(allow_null=True)
+    vram_total = serializers.IntegerField(allow_null=True)
+    vram_free = serializers.IntegerField(allow_null=True)
+
+
+class StaffServerCheckOutputSerializer(serializers.Serializer):
+    """`GET {url}/system_stats` of the server: what it runs, or why it did not answer."""
+
+    name = serializers.CharField()
+    url = serializers.CharField()
+    ok = serializers.BooleanField()
+    latency_ms = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(required=False)
+    comfyui_version = serializers.CharField(required=False, allow_null=True)
+    python_version = serializers.CharField(required=False, allow_null=True)
+    pytorch_version = serializers.CharField(required=False, allow_null=True)
+    devices = StaffServerDeviceOutputSerializer(many=True, required=False)
+
+
 class StaffFormConfigInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     data = serializers.JSONField()  # type: ignore[assignment]

@@ -12,6 +12,8 @@ urlpatterns = [
     path("workflows/<uuid:workflow_id>", views.StaffWorkflowDetailView.as_view(),
          name="staff-workflow-detail"),
     path("servers", views.StaffServerListView.as_view(), name="staff-servers"),
+    path("servers/<name:name>/check", views.StaffServerCheckView.as_view(),
+         name="staff-server-check"),
     path("form-configs", views.StaffFormConfigListCreateView.as_view(), name="staff-form-configs"),
     path("form-configs/name/<name:name>", views.StaffFormConfigByNameView.as_view(),
          name="staff-form-config-by-name"),

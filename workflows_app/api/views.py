@@ -236,6 +236,28 @@ class StaffServerListView(StaffKeyAPIView):
     def get(self, request: Request) -> Response:
         return self.paginated(selectors.server_list(), s.StaffServerOutputSerializer)
 
+    @extend_schema(request=s.StaffServerInputSerializer,
+                   responses={201: s.StaffServerOutputSerializer, **error_responses(409)},
+                   summary="Register a ComfyUI server")
+    def post(self, request: Request) -> Response:
+        body = s.StaffServerInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        server = services.server_create(**body.validated_data)
+        return Response(s.StaffServerOutputSerializer(server).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class StaffServerCheckView(StaffKeyAPIView):
+    serializer_class = s.StaffServerCheckOutputSerializer
+
+    @extend_schema(request=None, responses=s.StaffServerCheckOutputSerializer,
+                   summary="Check a server: GET {url}/system_stats (ok false with the error "
+                           "when it does not answer)")
+    def post(self, request: Request, name: str) -> Response:
+        server = selectors.server_get(name=name)
+        return Response(s.StaffServerCheckOutputSerializer(
+            services.server_check(server=server)).data)
+
 
 class StaffFormConfigListCreateView(StaffKeyAPIView):
     serializer_class = s.StaffFormConfigOutputSerializer

@@ -69,7 +69,7 @@ class MeOutputSerializer(serializers.Serializer):
 class CreditsHistoryOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = CreditsHistory
-        fields = ["id", "flow", "amount", "credit_type", "comment", "job_id", "created_at"]
+        fields = ["id", "flow", "amount", "credit_type", "comment", "job_id", "gid", "created_at"]
 
 
 class CreditsGrantInputSerializer(serializers.Serializer):

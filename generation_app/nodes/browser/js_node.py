@@ -25,6 +25,7 @@ from generation_app.nodes.browser import settings
 from generation_app.nodes.browser.renderer import (
     DEFAULT_VIEWPORT,
     PageEnv,
+    browser_env,
     job_output_resolver,
     screenshot_html,
 )
@@ -35,6 +36,12 @@ HTML_MIMETYPE = "text/html"
 
 class JsNode(Node):
     name: ClassVar[str] = "js"
+    version: ClassVar[str] = "1"
+    deterministic: ClassVar[bool] = True
+
+    def env_fingerprint(self, payload: Mapping[str, Any],
+                        workflow: Mapping[str, Any] | None) -> dict[str, str]:
+        return browser_env()
 
     def __init__(
         self, *, timeout_s: float | None = None, viewport: tuple[int, int] = DEFAULT_VIEWPORT

@@ -14,6 +14,7 @@ import io
 import math
 import tempfile
 from collections.abc import Generator, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from generation_app.nodes.browser.p5_node import sketch_code
 from generation_app.nodes.browser.renderer import (
     Frame,
     PageEnv,
+    browser_env,
     job_output_resolver,
     render_p5_frames,
 )
@@ -41,6 +43,13 @@ X264_PARAMS = [
 
 class P52VidNode(Node):
     name: ClassVar[str] = "p52vid"
+    version: ClassVar[str] = "1"
+    deterministic: ClassVar[bool] = True
+
+    def env_fingerprint(self, payload: Mapping[str, Any],
+                        workflow: Mapping[str, Any] | None) -> dict[str, str]:
+        return {**browser_env(), "fps": f"{self.fps or settings.p52vid_fps():g}",
+                "encoder": _encoder_version()}
 
     def __init__(self, *, timeout_s: float | None = None, fps: float | None = None) -> None:
         self.timeout_s = timeout_s
@@ -99,6 +108,17 @@ def _duration(raw: object) -> float:
             f"`duration` must be more than 0 and at most {settings.MAX_P52VID_DURATION_S:g} s"
         )
     return duration
+
+
+@cache
+def _encoder_version() -> str:
+    """The ffmpeg build that encodes the frames (imageio-ffmpeg's, once per process)."""
+    try:
+        import imageio_ffmpeg
+
+        return f"ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}"
+    except Exception:  # noqa: BLE001 - no encoder: the render itself will say so
+        return "unknown"
 
 
 class _Mp4Encoder:

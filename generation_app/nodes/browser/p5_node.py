@@ -13,7 +13,12 @@ from typing import Any, ClassVar
 
 from generation_app.nodes.base import Node, NodeError, NodeOutput, RunContext, StoredFile
 from generation_app.nodes.browser import settings
-from generation_app.nodes.browser.renderer import PageEnv, job_output_resolver, render_p5_still
+from generation_app.nodes.browser.renderer import (
+    PageEnv,
+    browser_env,
+    job_output_resolver,
+    render_p5_still,
+)
 
 
 def sketch_code(payload: Mapping[str, Any]) -> str:
@@ -26,6 +31,14 @@ def sketch_code(payload: Mapping[str, Any]) -> str:
 
 class P5Node(Node):
     name: ClassVar[str] = "p5"
+    version: ClassVar[str] = "1"
+    deterministic: ClassVar[bool] = True
+
+    def env_fingerprint(self, payload: Mapping[str, Any],
+                        workflow: Mapping[str, Any] | None) -> dict[str, str]:
+        # the frame a still is taken from is a process setting, so it is part of the env
+        return {**browser_env(), "frameBudget": str(self.frame_budget
+                                                    or settings.p5_frame_budget())}
 
     def __init__(self, *, timeout_s: float | None = None, frame_budget: int | None = None) -> None:
         self.timeout_s = timeout_s

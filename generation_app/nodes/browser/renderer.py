@@ -27,11 +27,13 @@ import json
 import mimetypes
 import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -83,6 +85,39 @@ CHROMIUM_ARGS = [
     "--use-angle=swiftshader",
     "--enable-unsafe-swiftshader",
 ]
+
+
+# ---- What can change the bytes of a render --------------------------------------------------------
+
+
+@cache
+def chromium_version() -> str:
+    """The Chromium build renders run on (`chromium --version`, once per process), or
+    "unknown" when it cannot be asked."""
+    executable = os.environ.get(CHROMIUM_PATH_ENV, DEFAULT_CHROMIUM_PATH)
+    try:
+        out = subprocess.run(  # noqa: S603 - a fixed executable, no shell, no user input
+            [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    found = re.search(r"(\d+(?:\.\d+)+)", out)
+    return found.group(1) if found else "unknown"
+
+
+@cache
+def p5_version() -> str:
+    """The version of the project's p5 library (node_modules/p5/package.json)."""
+    try:
+        return str(json.loads((P5_PATH.parents[1] / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def browser_env() -> dict[str, str]:
+    """The environment fingerprint of a browser render: the Chromium major version (a minor
+    update keeps the raster bit-identical in practice; a major one may not) and p5's version."""
+    return {"chromium": chromium_version().split(".")[0], "p5": p5_version()}
 
 
 # ---- What the page sees ---------------------------------------------------------------------------

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import mimetypes
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
+
+import httpx
 
 from generation_app.nodes.base import Node, NodeError, NodeOutput, RunContext, StoredFile
 from generation_app.nodes.comfy.client import ComfyClient, OutputFile
@@ -30,7 +33,22 @@ class ComfyWorkflowNode(Node):
     (saved outputs before previews) is `src`, all of them are `src_files` in order."""
 
     name: ClassVar[str] = "comfy_workflow"
+    version: ClassVar[str] = "1"
+    # the seed is the generation's (or the payload's), so the graph is a function of the key
+    deterministic: ClassVar[bool] = True
     default_timeout: ClassVar[float] = 1800.0
+
+    def env_fingerprint(self, payload: Mapping[str, Any],
+                        workflow: Mapping[str, Any] | None) -> dict[str, str]:
+        """The server's name and what `/system_stats` says it runs (asked once a minute per
+        process); "unknown" when it cannot be asked, which keeps the run out of the cache."""
+        workflow = workflow or {}
+        server = str(workflow.get("server") or "")
+        url = workflow.get("server_url")
+        stats = _system_stats(str(url)) if url else None
+        if stats is None:
+            return {"server": server, "comfyui": "unknown"}
+        return {"server": server, **stats}
 
     def __init__(
         self,
@@ -94,6 +112,33 @@ class ComfyWorkflowNode(Node):
                 }
             },
         )
+
+
+_STATS_TTL_SECONDS = 60.0
+_stats: dict[str, tuple[float, dict[str, str] | None]] = {}
+
+
+def _system_stats(url: str) -> dict[str, str] | None:
+    cached = _stats.get(url)
+    if cached is not None and time.monotonic() - cached[0] < _STATS_TTL_SECONDS:
+        return cached[1]
+    found: dict[str, str] | None = None
+    try:
+        # staff-registered servers, usually private addresses: never via env proxies
+        response = httpx.get(url.rstrip("/") + "/system_stats", timeout=5.0, trust_env=False)
+        body = response.json() if response.status_code == 200 else None
+        system = body.get("system") if isinstance(body, dict) else None
+        if isinstance(system, dict) and system.get("comfyui_version"):
+            devices = body.get("devices") if isinstance(body, dict) else None
+            device = devices[0].get("type") or devices[0].get("name") \
+                if isinstance(devices, list) and devices and isinstance(devices[0], dict) else None
+            found = {"comfyui": str(system["comfyui_version"]),
+                     "pytorch": str(system.get("pytorch_version") or "unknown"),
+                     "device": str(device or "unknown")}
+    except (httpx.HTTPError, ValueError):
+        found = None
+    _stats[url] = (time.monotonic(), found)
+    return found
 
 
 def _filename(name: str, output: OutputFile, index: int) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -23,13 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        password_file = settings.VAR_DIR / "admin-password"
-        if password_file.exists():
-            password = password_file.read_text().strip()
-        else:
-            password = secrets.token_urlsafe(12)
-            password_file.write_text(password + "\n")
-            password_file.chmod(0o600)
+        password = _password(settings.VAR_DIR / "admin-password")
+        # the demo user signs in to the gallery (`/`) with this one
+        demo_password = _password(settings.VAR_DIR / "demo-password")
         with transaction.atomic():
             admin = User.objects.filter(username="admin").first()
             if admin is None:
@@ -40,6 +37,8 @@ class Command(BaseCommand):
             admin.save()
             demo = User.objects.filter(username="demo").first() or services.user_provision(
                 username="demo")
+            demo.set_password(demo_password)
+            demo.save(update_fields=["password"])
             # the demo account is for trying things: keep it topped up to DEMO_CREDITS (a grant,
             # through the ledger like any other)
             have = services.credits_summary(user=demo)["total"]
@@ -56,3 +55,14 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(result))
         else:
             self.stdout.write(f"API key: {api_key}\nStaff key: {staff_key}")
+
+
+def _password(path: Path) -> str:
+    """The password kept in `path` (0600), made on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    return password

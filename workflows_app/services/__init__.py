@@ -1,11 +1,10 @@
-"""Writes for workflows and what they need: staff curation, the component-library importer and
-users' own third-party secrets. Each public function is one transaction."""
+"""Writes for workflows and what they need: staff curation and users' own third-party secrets.
+Each public function is one transaction. The component-library importer is `components.py`,
+ComfyUI servers (register, check) `servers.py`; both are re-exported here."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -204,111 +203,16 @@ def secret_delete(*, user: Any, workflow_name: str) -> None:
         raise NotFound("Secret not found.", details={"workflow_name": ["No secret stored."]})
 
 
-# ---- the component-library importer ----------------------------------------------------------
+# re-exported last: the submodules import nothing from this module
+from workflows_app.services.components import (  # noqa: E402
+    components_import,
+    components_import_zip,
+)
+from workflows_app.services.servers import server_check, server_create  # noqa: E402
 
-# output types by `form.config.componentGroup`, for new rows of executable types (staff can
-# change them in admin); existing rows keep theirs
-_GROUP_MIME = {"image": "image/png", "video": "video/mp4", "text": "text/plain",
-               "audio": "audio/mpeg"}
-# file -> data key
-_DATA_FILES = {"form.json": "form", "inputs.json": "inputs", "test.json": "test",
-               "workflow.json": "workflow", "api.json": "api", "body.json": "body",
-               "job.json": "job", "required_models.json": "models"}
-
-
-def _component_type(files: set[str]) -> str | None:
-    """The type the files present imply (SPEC section 5), or None when they fit no type."""
-    if "form.json" in files:
-        if "job.json" in files:
-            return Workflow.Type.DIRECT_JOB
-        if "workflow.json" in files:
-            return Workflow.Type.COMFY_WORKFLOW
-        if "api.json" in files:
-            return Workflow.Type.FETCH_API
-        return None
-    if "credits.js" in files and not files & {"workflow.json", "api.json", "job.json"}:
-        return Workflow.Type.BASIC
-    return None
-
-
-def _read_component(folder: Path) -> tuple[str, dict[str, Any]]:
-    """`(type, data)` of one component folder, or ValueError saying what is wrong."""
-    files = {p.name for p in folder.iterdir() if p.is_file()}
-    wf_type = _component_type(files)
-    if wf_type is None:
-        raise ValueError("fits no component type (needs form.json with workflow.json, api.json "
-                         "or job.json, or credits.js alone)")
-    data: dict[str, Any] = {}
-    for filename, key in _DATA_FILES.items():
-        if filename not in files:
-            continue
-        try:
-            data[key] = json.loads((folder / filename).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{filename} is not valid JSON ({exc})") from None
-    if "form" in data and not isinstance(data["form"], dict):
-        raise ValueError("form.json must hold an object")
-    if "credits.js" in files:
-        try:
-            data["credits_script"] = (folder / "credits.js").read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValueError("credits.js is not UTF-8 text") from None
-    return wf_type, data
-
-
-def _import_form_confs(folder: Path, report: dict[str, Any]) -> None:
-    for path in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            report["skipped"].append({"name": f"_form_confs/{path.name}",
-                                      "reason": f"not valid JSON ({exc})"})
-            continue
-        with transaction.atomic():
-            FormConfig.objects.update_or_create(name=path.stem, defaults={"data": data})
-        report["form_configs"].append(path.stem)
-
-
-def _upsert_component(name: str, wf_type: str, data: dict[str, Any]) -> str:
-    """Create or update one workflow by name; returns created, updated or unchanged."""
-    with transaction.atomic():
-        workflow = Workflow.objects.select_for_update().filter(name=name).first()
-        if workflow is None:
-            group = ((data.get("form") or {}).get("config") or {}).get("componentGroup")
-            mime = (_GROUP_MIME.get(group) if isinstance(group, str)
-                    and wf_type in Workflow.EXECUTABLE_TYPES else None)
-            Workflow.objects.create(name=name, label=name, type=wf_type, data=data,
-                                    output_mime_type=mime)
-            return "created"
-        # keys the folder does not hold (output_node_id, settings made in admin) are kept
-        merged = {**(workflow.data or {}), **data}
-        if merged == workflow.data and workflow.type == wf_type:
-            return "unchanged"
-        workflow.data = merged
-        workflow.type = wf_type
-        workflow.save(update_fields=["data", "type", "updated_at"])
-        return "updated"
-
-
-def components_import(path: str | Path) -> dict[str, Any]:
-    """Import a component-library folder: one workflow per sub-folder (upserted by name) and
-    `_form_confs/*.json` as form configs. A broken folder is reported by name and skipped; the
-    others still import. Idempotent: a second run reports everything unchanged."""
-    root = Path(path)
-    if not root.is_dir():
-        raise ValidationFailed(f"{root} is not a folder.", details={"path": ["Not a folder."]})
-    report: dict[str, Any] = {"created": [], "updated": [], "unchanged": [], "skipped": [],
-                              "form_configs": []}
-    confs = root / "_form_confs"
-    if confs.is_dir():
-        _import_form_confs(confs, report)
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if folder.name.startswith(("_", ".")):
-            continue
-        try:
-            wf_type, data = _read_component(folder)
-        except (ValueError, OSError) as exc:
-            report["skipped"].append({"name": folder.name, "reason": str(exc)})
-            continue
-        report[_upsert_component(folder.name, wf_type, data)].append(folder.name)
-    return report
+__all__ = [
+    "WORKFLOW_FIELDS", "components_import", "components_import_zip", "custom_node_create",
+    "form_config_create", "form_config_delete", "form_config_update", "model_create",
+    "secret_delete", "secret_set", "server_check", "server_create", "workflow_create",
+    "workflow_delete", "workflow_update",
+]
