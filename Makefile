@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export XDG_RUNTIME_DIR ?= $(CURDIR)/var/run
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-fast setup venv browser lint typecheck clean bench
+.PHONY: run test test-fast setup venv browser lint typecheck clean bench chaos scaleout
 
 .venv/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -76,6 +76,21 @@ bench: setup
 	$(BENCH_EXEC) var/bench-api -- $(PY) bench/api_load.py --readme $(BENCH_README); \
 	$(BENCH_EXEC) var/bench-sse -- $(PY) bench/sse_load.py --rounds 1 --readme $(BENCH_README); \
 	echo "== make bench: $$(( $$(date +%s) - t0 )) s" >&2
+
+# Faults injected into real runs (not part of `make test`; ~8 min on 2 CPUs): a worker SIGKILLed
+# mid-node, Redis and PostgreSQL crashed and restarted, the ComfyUI peer gone for 60 s. The script
+# owns its embedded services under var/chaos (it restarts them), prints what it injected and what
+# it counted, and exits non-zero on any lost or doubled output, history row, event or charge.
+chaos: setup
+	ulimit -Sn $$(ulimit -Hn); $(PY) bench/chaos.py --dir var/chaos --out var/chaos/chaos.json \
+	  --readme $(BENCH_README)
+
+# Two worker "machines" (own var/HOME/tmp/Chromium, queues engine,io and engine,browser), one web
+# process, shared PostgreSQL/Redis and an S3-compatible server on loopback (README: Running on
+# more machines).
+scaleout: setup
+	SCALEOUT=1 EMPROPS_TESTING=1 $(PY) -m emprops.embedded exec --dir var/test-scaleout -- \
+	  $(PY) -m pytest -q tests/test_scaleout.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf var/test

@@ -191,14 +191,22 @@ def users_with_keys(n: int, *, prefix: str) -> list[tuple[Any, str]]:
     return out
 
 
-def web_connections(application_name: str) -> dict[str, int]:
-    """The web process's database connections right now, by state (pg_stat_activity)."""
+def web_connections(application_name: str) -> dict[str, Any]:
+    """The web process's database connections right now (pg_stat_activity): how many in each
+    state, and for those not idle, the age of their transaction and their last statement."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(state, '?'), count(*) FROM pg_stat_activity "
-                       "WHERE application_name = %s GROUP BY 1", [application_name])
-        return {state: int(n) for state, n in cursor.fetchall()}
+        cursor.execute("SELECT coalesce(state, '?'), "
+                       "extract(epoch FROM now() - xact_start), left(query, 120) "
+                       "FROM pg_stat_activity WHERE application_name = %s", [application_name])
+        rows = cursor.fetchall()
+    states: dict[str, int] = {}
+    for state, _, _ in rows:
+        states[state] = states.get(state, 0) + 1
+    busy = [{"state": state, "xact_s": round(float(age), 3) if age is not None else None,
+             "query": query} for state, age, query in rows if state != "idle"]
+    return {"states": states, "not_idle": busy}
 
 
 def git_rev() -> str:

@@ -332,7 +332,7 @@ async def streams_round(args: argparse.Namespace, web: Web, users: list[tuple[An
                 latencies.append(at - sent)
     statuses = Counter(str(s.status) for s in subs)
     connect_times = [s.connect_s for s in subs if s.connect_s is not None]
-    held = [sum(n for state, n in sample.items() if state != "idle") for sample in samples]
+    held = [len(sample["not_idle"]) for sample in samples]
     return {
         "subscribers": args.subscribers, "connected": n_connected, "statuses": dict(statuses),
         "connect_wall_s": round(connect_wall, 3),
@@ -353,8 +353,8 @@ async def streams_round(args: argparse.Namespace, web: Web, users: list[tuple[An
         "web_threads_connected": threads_connected,
         "db_connections_idle_streams": {"samples": samples,
                                         "max_not_idle": max(held) if held else None,
-                                        "max_open": max((sum(s.values()) for s in samples),
-                                                        default=None)},
+                                        "max_open": max((sum(s["states"].values())
+                                                         for s in samples), default=None)},
     }
 
 

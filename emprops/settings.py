@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "collections_app",
     "jobs_app",
     "generation_app",
+    "generation_app.collectors",
 ]
 
 MIDDLEWARE = [
@@ -160,7 +161,11 @@ PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")
 USER_CONTENT_ORIGIN = os.environ.get("USER_CONTENT_ORIGIN", "").rstrip("/")
 
 # ---- Redis: broker, cache (throttling), events -------------------------------------------------
-REDIS_DB_OFFSET = int(os.environ.get("REDIS_DB_OFFSET", "0"))
+# Under pytest-xdist each test process (gw0, gw1 ...) and the Celery workers it starts get their
+# own broker, cache and events databases (the test database is per process already).
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "") if TESTING else ""
+REDIS_DB_OFFSET = int(os.environ.get("REDIS_DB_OFFSET") or (
+    4 * int(_XDIST_WORKER[2:]) if _XDIST_WORKER[2:].isdigit() else 0))
 
 
 def _redis_db(n: int) -> str:
@@ -345,6 +350,15 @@ WEBHOOK_BACKOFF_SECONDS = [float(x) for x in os.environ.get(
 WEBHOOK_MAX_AGE_SECONDS = int(os.environ.get("WEBHOOK_MAX_AGE_SECONDS", str(24 * 3600)))
 WEBHOOK_PROGRESS_INTERVAL_SECONDS = float(os.environ.get("WEBHOOK_PROGRESS_INTERVAL_SECONDS", "5"))
 SCHEDULE_MIN_INTERVAL_SECONDS = int(os.environ.get("SCHEDULE_MIN_INTERVAL_SECONDS", "60"))
+
+# ---- collectors (wallet sign-in, on-chain payments) --------------------------------------------
+# domains a Sign-In with Ethereum message may name (empty: the request's own host)
+SIWE_DOMAINS = [d for d in os.environ.get("SIWE_DOMAINS", "").split(",") if d]
+SIWE_NONCE_SECONDS = int(os.environ.get("SIWE_NONCE_SECONDS", "600"))
+CHAIN_RPC_TIMEOUT_SECONDS = float(os.environ.get("CHAIN_RPC_TIMEOUT_SECONDS", "10"))
+# a pending purchase is rechecked this often, and given up once its transaction stays unknown
+PURCHASE_RECHECK_SECONDS = float(os.environ.get("PURCHASE_RECHECK_SECONDS", "15"))
+PURCHASE_PENDING_MAX_SECONDS = int(os.environ.get("PURCHASE_PENDING_MAX_SECONDS", str(24 * 3600)))
 
 # One periodic task (reaper, due webhooks, due schedules in one pass) rather than three, so
 # Flower is not flooded; what it did is counted in /metrics. The old task names stay registered

@@ -22,6 +22,7 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("", include("generation_app.api.urls")),
     path("", include("generation_app.api.workflow_urls")),
     path("", include("generation_app.api.extra_urls")),
+    path("", include("generation_app.collectors.api.urls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^.*$", api_not_found),

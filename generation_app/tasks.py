@@ -24,12 +24,6 @@ def reap() -> dict[str, int]:
     return reaper.reap()
 
 
-def announce(run_id: int, queue: str, priority: int, *, countdown: float | None = None) -> None:
-    """Tell a queue that a node run is ready (the row, not the message, is the record); a
-    `countdown` (a short retry backoff) delays the message, the reaper covers its loss."""
-    run_node.apply_async((run_id,), queue=queue, priority=priority, countdown=countdown)
-
-
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
              name="generation.deliver_webhook")
 def deliver_webhook(self: Any, delivery_id: str) -> None:
@@ -44,8 +38,3 @@ def redeliver_webhooks() -> int:
 @shared_task(ignore_result=True, name="generation.run_due_schedules")
 def run_due_schedules() -> int:
     return schedules.schedules_run_due()
-
-
-def announce_webhook(delivery_id: str) -> None:
-    """Tell the `io` queue that a webhook delivery is due (the row is the record)."""
-    deliver_webhook.apply_async((delivery_id,), queue="io")

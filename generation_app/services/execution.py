@@ -34,6 +34,7 @@ from generation_app.engine.variables import generation_traits
 from generation_app.models import Generation, NodeRun, WorkflowSnapshot
 from generation_app.nodes.base import NodeError, NodeOutput, RunContext
 from generation_app.nodes.registry import VARIABLES_STEP_ID, node_class
+from generation_app.queues import announce_run
 from generation_app.services import runcache, webhooks
 from generation_app.services.runcache import NOT_CACHED, Probe
 from generation_app.services.steps import workflow_snapshot_load
@@ -74,10 +75,8 @@ def _announce_on_commit(items: list[Announce], *, countdown: float | None = None
         return
 
     def send() -> None:
-        from generation_app.tasks import announce
-
         for run_id, queue, priority in items:
-            announce(run_id, queue, priority, countdown=countdown)
+            announce_run(run_id, queue, priority, countdown=countdown)
 
     transaction.on_commit(send)
 
@@ -1021,7 +1020,5 @@ def generation_fail(*, job: Job, gen: Generation, component: str, error: NodeErr
 
 
 def announce_now(run_id: int, queue: str, priority: int) -> None:
-    """Announce one run immediately (the reaper, outside any request transaction)."""
-    from generation_app.tasks import announce
-
-    transaction.on_commit(lambda: announce(run_id, queue, priority))
+    """Announce one run when the transaction commits (at once outside one: the reaper)."""
+    transaction.on_commit(lambda: announce_run(run_id, queue, priority))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import redis
 from django.conf import settings
 
+from generation_app.collectors.services.housekeeping import collectors_housekeeping
 from generation_app.services import reaper, schedules, webhooks
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def housekeeping_run() -> dict[str, int]:
     part("reaper", reap)
     part("webhooks", announce)
     part("schedules", run_schedules)
+    part("collectors", lambda: counts.update(collectors_housekeeping()))
     _record(counts)
     if errors:
         raise errors[0]

@@ -34,6 +34,7 @@ from generation_app.models import (
     WebhookEndpoint,
     WebhookSecret,
 )
+from generation_app.queues import announce_webhook
 from jobs_app.models import Job
 
 logger = logging.getLogger(__name__)
@@ -226,8 +227,6 @@ def job_progress(*, job: Job) -> None:
 
 
 def _announce(ids: Iterable[uuid.UUID]) -> None:
-    from generation_app.tasks import announce_webhook
-
     for delivery_id in ids:
         announce_webhook(str(delivery_id))
 

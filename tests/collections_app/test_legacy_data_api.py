@@ -415,3 +415,30 @@ def test_the_admin_job_page_shows_traits_and_the_collection_admin_links_to_it(ge
     traits = re.findall(r"<td>((?:\w+: \w+(?:, )?)+)</td>", collection_page)
     assert sorted(traits) == ["job: Engineer, who: Peter", "job: Other, who: Peter"]
     assert CreditsHistory.objects.filter(job_id=job.id, flow="out").count() == 2
+
+
+ODD_BODIES = [
+    [], {}, "x", 1, None, {"variables": "x"}, {"variables": [1, {"name": {}}, {"name": "a"}]},
+    {"stable_diffusion_input": []}, {"version": ["v1"]}, {"generations": "x", "hashes": {}},
+    {"stable_diffusion_input": {"img2img_enabled": True, "img2img_source": "variable",
+                                "image_variable": {}, "seed": [1], "prompt": 7}},
+    {"upscaler_input": {"enabled": 1, "upscaler_1": 5}}, {"p5_input": "on"},
+    {"steps": "x"},
+    {"version": "v2", "steps": [{"nodePayload": "x"}, 1, {"nodePayload": {"a": {"$ref": "x"}}}],
+     "variables": [{"name": "a"}, {"name": ["b"]}], "generations": []},
+]
+
+
+@pytest.mark.parametrize("path", ["convert", "linter"])
+def test_odd_bodies_are_answered_in_the_envelope_never_with_a_500(api_for, alice, path):
+    client = api_for(alice)
+
+    statuses = set()
+    for body in ODD_BODIES:
+        response = client.post(f"/api/instruction-sets/{path}", json.dumps(body),
+                               content_type="application/json")
+        statuses.add(response.status_code)
+        assert response.status_code in (200, 400), (body, response.content[:300])
+        assert set(response.json()) >= {"data", "error"}
+
+    assert statuses == {200, 400}

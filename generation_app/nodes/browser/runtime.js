@@ -2,6 +2,13 @@
 // script runs. The renderer prepends `window.__EMPROPS_ENV__ = {hash, seed, variables,
 // components, aliases, live};` to this file.
 //
+// A pre-warmed p5 page (renderer.py) is opened before its generation is known: it gets
+// `{deferred: true}`, loads p5, and the renderer then answers the page's env script with
+// `__emprops.configure(env)` just before the sketch. Everything that depends on the generation
+// (hash PRNG, Math.random, variables, components, the seed p5hooks.js reads) is set up in
+// `configure`; the clock and the stepping below do not depend on it, so a page configured late
+// runs a sketch exactly as one configured at its start.
+//
 // Besides the documented globals it installs a virtual clock: `performance.now()`, `Date.now()`,
 // `new Date()` and the timestamps of `requestAnimationFrame` callbacks only move when the renderer
 // steps a frame, and animation-frame callbacks run only then. That is what makes the same hash give
@@ -9,7 +16,7 @@
 // however fast the machine is. Timers (`setTimeout`) keep real time.
 (() => {
   'use strict';
-  const env = window.__EMPROPS_ENV__ || {};
+  const initialEnv = window.__EMPROPS_ENV__ || {};
   delete window.__EMPROPS_ENV__;
 
   // ---- Hash PRNG (SPEC section 3), bit-exact with the platform --------------------------------
@@ -43,7 +50,7 @@
     };
   }
 
-  const pageHash = String(env.hash ?? '');
+  let pageHash = '';
   let rand = sfc32(...hashSeeds(pageHash));
 
   function pseudorandomSeed(h = pageHash) {
@@ -95,16 +102,27 @@
   // reproducible without disturbing the pseudorandom* sequence. Its state is the hash's four
   // seeds XOR the first 32 bits of the fractional parts of sqrt(2), sqrt(3), sqrt(5), sqrt(7)
   // (the SHA-256 initial words), warmed up by 16 draws.
-  const mathSeeds = hashSeeds(pageHash);
   const MIX = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a];
-  const mathRandom = sfc32(...mathSeeds.map((s, i) => s ^ MIX[i]));
-  for (let i = 0; i < 16; i++) mathRandom();
-  Math.random = mathRandom;
+  function mathRandomOf(h) {
+    const next = sfc32(...hashSeeds(h).map((s, i) => s ^ MIX[i]));
+    for (let i = 0; i < 16; i++) next();
+    return next;
+  }
+  // Until a deferred page is configured, Math.random is a fixed stream that counts its draws
+  // (p5 draws two while it loads); `configure` skips as many draws of the hash's stream, so the
+  // sketch sees the values it would have seen on a page configured from the start.
+  let drawsBeforeConfigure = 0;
+  const unconfiguredRandom = mathRandomOf('');
+  Math.random = () => {
+    drawsBeforeConfigure += 1;
+    return unconfiguredRandom();
+  };
 
   // ---- Inputs of this generation ----------------------------------------------------------------
-  const variables = env.variables || {};
-  const components = env.components || {};
-  const aliases = env.aliases || {};
+  let variables = {};
+  let components = {};
+  let aliases = {};
+  let seed;
 
   function getVariable(name) {
     return variables[name];
@@ -122,7 +140,7 @@
   const RealDate = Date;
   let frameCallbacks = new Map();
   let nextFrameId = 1;
-  if (!env.live) {
+  if (!initialEnv.live) {
     performance.now = () => clock.now;
     window.Date = class FrozenDate extends RealDate {
       constructor(...args) {
@@ -289,31 +307,56 @@
   }
 
   // ---- Globals of the page contract -------------------------------------------------------------
-  Object.assign(window, {
-    hash: pageHash,
-    variables,
-    getVariable,
-    components,
-    getComponentOutput,
-    pseudorandomSeed,
-    pseudorandom,
-    pseudorandoms,
-    pseudorandomInteger,
-    pseudorandomIntegers,
-    pseudorandomBoolean,
-    pseudorandomPick,
-    pseudorandomWeightedPick,
-    pseudorandomPickButNot,
-    capture() {
-      state.captureRequested = true;
-    },
-    deferCapture() {
-      state.captureDeferred = true;
-    },
-  });
+  let configured = false;
+  function configure(env) {
+    if (configured) throw new Error('The page is already configured');
+    configured = true;
+    pageHash = String(env.hash ?? '');
+    rand = sfc32(...hashSeeds(pageHash));
+    const mathRandom = mathRandomOf(pageHash);
+    for (let i = 0; i < drawsBeforeConfigure; i++) mathRandom();
+    Math.random = mathRandom;
+    variables = env.variables || {};
+    components = env.components || {};
+    aliases = env.aliases || {};
+    seed = env.seed;
+    Object.assign(window, {
+      hash: pageHash,
+      variables,
+      getVariable,
+      components,
+      getComponentOutput,
+      pseudorandomSeed,
+      pseudorandom,
+      pseudorandoms,
+      pseudorandomInteger,
+      pseudorandomIntegers,
+      pseudorandomBoolean,
+      pseudorandomPick,
+      pseudorandomWeightedPick,
+      pseudorandomPickButNot,
+      capture() {
+        state.captureRequested = true;
+      },
+      deferCapture() {
+        state.captureDeferred = true;
+      },
+    });
+  }
 
   Object.defineProperty(window, '__emprops', {
-    value: Object.freeze({ state, sketches, seed: env.seed, p5Still, p5Frames, settlePage }),
+    value: Object.freeze({
+      state,
+      sketches,
+      get seed() {
+        return seed;
+      },
+      configure,
+      p5Still,
+      p5Frames,
+      settlePage,
+    }),
     enumerable: false,
   });
+  if (!initialEnv.deferred) configure(initialEnv);
 })();

@@ -8,6 +8,7 @@ TIMEOUT_ENV = "EMPROPS_BROWSER_TIMEOUT_S"
 P52VID_TIMEOUT_ENV = "EMPROPS_P52VID_TIMEOUT_S"
 P52VID_FPS_ENV = "EMPROPS_P52VID_FPS"
 P5_FRAME_BUDGET_ENV = "EMPROPS_P5_FRAME_BUDGET"
+WARM_PAGES_ENV = "EMPROPS_BROWSER_WARM_PAGES"
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_P52VID_TIMEOUT_S = 120.0
@@ -45,3 +46,13 @@ def p52vid_fps() -> float:
 def p5_frame_budget() -> int:
     """Frames a p5 still runs when the sketch neither calls capture() nor stops with noLoop()."""
     return int(_positive(P5_FRAME_BUDGET_ENV, DEFAULT_P5_FRAME_BUDGET))
+
+
+def warm_pages() -> int:
+    """Pre-warmed single-use pages a browser keeps open per kind (p5, js); 0 opens every page
+    when its render starts. More than one gains nothing: a render claims one page at a time."""
+    raw = os.environ.get(WARM_PAGES_ENV, "").strip()
+    try:
+        return 1 if not raw else max(0, min(1, int(raw)))
+    except ValueError:
+        return 1

@@ -199,7 +199,8 @@ class ComfyClient:
         deadline = time.monotonic() + self.timeout
         client_id = str(uuid.uuid4())
         # The websocket is open before anything is posted, so no event of ours can be missed.
-        with self._open_websocket(client_id) as ws:
+        ws = self._open_websocket(client_id)
+        with ws:  # (`as ws` would type it as the base Connection in some websockets releases)
             self._check(prompt_id, deadline, cancelled)
             # Queue before history: a prompt leaves the queue only once its history is written.
             queued = self._in_queue(prompt_id)

@@ -298,7 +298,9 @@ def test_interrupt_names_a_prompt_or_stops_whatever_runs(comfy: ComfyTestServer)
 
 
 def test_queue_delete_and_clear_remove_pending_prompts(comfy: ComfyTestServer) -> None:
-    post(comfy, {"prompt": invert_graph(slow=1.0), "prompt_id": "running"})
+    # running long enough that the queue is still waiting behind it on a loaded machine (the
+    # server's stop interrupts it)
+    post(comfy, {"prompt": invert_graph(slow=15.0), "prompt_id": "running"})
     comfy.wait_for(lambda: comfy.running_prompt_id == "running")
     for pid in ("a", "b", "c"):
         post(comfy, {"prompt": invert_graph(prefix=pid), "prompt_id": pid})
