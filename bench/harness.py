@@ -54,12 +54,15 @@ def http_client(*, base_url: str, index: int, timeout: Any, connections: int,
                 keepalive: int, ssl_context: Any) -> Any:
     """An httpx.AsyncClient that connects from `client_address(index)`.
 
-    `ssl_context` is shared: httpx would otherwise build one (loading the CA bundle) per client."""
+    `ssl_context` is shared: httpx would otherwise build one (loading the CA bundle) per client.
+    An idle connection is dropped after 2 s: httpx keeps one 5 s by default, as long as uvicorn
+    does, so a request sent on it just as the server closes it would fail for the client alone."""
     import httpx
 
     transport = httpx.AsyncHTTPTransport(
         local_address=client_address(index), verify=ssl_context,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive))
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
+                            keepalive_expiry=2.0))
     return httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
 
 

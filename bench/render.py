@@ -6,6 +6,14 @@ Prints JSON: for each case the median wall time of a whole node run, the time pe
 the ratio to the baseline (a js node screenshotting an empty page: context + navigation +
 screenshot, the floor every render pays). The browser is launched once before timing, as a
 worker would have it warm.
+
+The renderer opens each render's page ahead of time (pre-warmed single-use pages, see
+generation_app/nodes/browser/renderer.py). In a worker the next page warms while the worker
+stores the last output; here, where renders follow each other with nothing in between, each
+timed render of a "warm" case first waits (untimed) for its page with `renderer.prewarm()`, and
+the "cold" case turns warm pages off (EMPROPS_BROWSER_WARM_PAGES=0). The naive loop is the bare
+Playwright loop of the issue, in this process: a fresh context and page per render with
+runtime.js and p5 injected, the same 512 px sketch, the canvas read back as PNG.
 """
 
 from __future__ import annotations
@@ -23,8 +31,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.p5_collection import naive_render  # noqa: E402
 from generation_app.nodes.base import RunContext  # noqa: E402
-from generation_app.nodes.browser import renderer  # noqa: E402
+from generation_app.nodes.browser import renderer, settings  # noqa: E402
 from generation_app.nodes.browser.js_node import JsNode  # noqa: E402
 from generation_app.nodes.browser.p5_node import P5Node  # noqa: E402
 from generation_app.nodes.browser.p52vid_node import P52VidNode  # noqa: E402
@@ -61,9 +70,11 @@ def _ctx() -> RunContext:
     )
 
 
-def _median_s(run: Callable[[], Any], repeat: int) -> float:
+def _median_s(run: Callable[[], Any], repeat: int, *, warm: bool = False) -> float:
     times = []
     for _ in range(repeat):
+        if warm:
+            renderer.prewarm(["p5"])
         started = time.perf_counter()
         run()
         times.append(time.perf_counter() - started)
@@ -82,8 +93,9 @@ def main() -> None:
 
     cases: list[dict[str, Any]] = []
 
-    def case(name: str, frames: int, run: Callable[[], Any], repeat: int) -> None:
-        median = _median_s(run, repeat)
+    def case(name: str, frames: int, run: Callable[[], Any], repeat: int,
+             warm: bool = True) -> float:
+        median = _median_s(run, repeat, warm=warm)
         cases.append(
             {
                 "case": name,
@@ -93,6 +105,17 @@ def main() -> None:
                 "ratio_to_baseline": round(median / baseline, 2),
             }
         )
+        return median
+
+    still_512 = SKETCH % {"size": 512, "stop": "if (frameCount === 1) capture();"}
+    naive = case("naive loop: 512px still, fresh context + page + p5 (bare Playwright)", 1,
+                 lambda: naive_render(still_512), args.repeat, warm=False)
+    os.environ[settings.WARM_PAGES_ENV] = "0"
+    cold = case("p5 still 512px, 1 frame, cold page", 1,
+                lambda: P5Node().run({"code": still_512}, ctx), args.repeat, warm=False)
+    os.environ.pop(settings.WARM_PAGES_ENV)
+    node = case("p5 still 512px, 1 frame, warm page", 1,
+                lambda: P5Node().run({"code": still_512}, ctx), args.repeat)
 
     for size in (512, 1024):
         still = SKETCH % {"size": size, "stop": "if (frameCount === 1) capture();"}
@@ -121,6 +144,8 @@ def main() -> None:
     report = {
         "benchmark": "browser node render time",
         "baseline": {"case": "js blank page screenshot", "median_s": round(baseline, 4)},
+        "node_512_still_over_naive_loop": {"warm": round(node / naive, 3),
+                                           "cold": round(cold / naive, 3)},
         "cases": cases,
         "repeat": args.repeat,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},

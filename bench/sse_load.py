@@ -123,8 +123,16 @@ class Tap:
         raise RuntimeError("tap not ready")
 
     def stop(self, timeout: float) -> dict[tuple[str, int], float]:
+        """Stop the tap; what it saw, by (job, seq)."""
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+        if not self.out.exists():  # it died before writing
+            return {}
         return {(job, seq): at for job, seq, at in json.loads(self.out.read_text())}
 
 
@@ -259,7 +267,6 @@ async def streams_round(args: argparse.Namespace, web: Web, users: list[tuple[An
     subs = [Subscriber(job_ids[i % len(job_ids)], keys[job_ids[i % len(job_ids)]])
             for i in range(args.subscribers)]
     tap = Tap(settings.EVENTS_REDIS_URL, settings.VAR_DIR / f"bench-sse-tap-{tag}.json")
-    await asyncio.to_thread(tap.wait_ready, args.timeout)
     worker = Worker(concurrency=2, log=settings.VAR_DIR / "bench-sse-worker.log")
     connected: asyncio.Queue[float] = asyncio.Queue()
     rss_before = web.rss_mb()
@@ -274,7 +281,9 @@ async def streams_round(args: argparse.Namespace, web: Web, users: list[tuple[An
     sampler = asyncio.create_task(sample_rss())
     https = clients(web.url, args.subscribers, args.timeout)
     tasks: list[asyncio.Task[None]] = []
+    published: dict[tuple[str, int], float] = {}
     try:
+        await asyncio.to_thread(tap.wait_ready, args.timeout)
         cpu_web, cpu_self = web.cpu_s(), self_cpu_s()
         t0 = time.perf_counter()
         gate = asyncio.Semaphore(concurrency)
@@ -314,7 +323,7 @@ async def streams_round(args: argparse.Namespace, web: Web, users: list[tuple[An
         stop_sampling.set()
         await sampler
         await asyncio.to_thread(worker.stop)
-    published = await asyncio.to_thread(tap.stop, args.timeout)
+        published = await asyncio.to_thread(tap.stop, args.timeout)
     finals = await asyncio.to_thread(final_seqs, job_ids)
 
     latencies: list[float] = []

@@ -143,6 +143,7 @@ class EnvelopePagination(pagination.LimitOffsetPagination):
 # client, and GCRA turns "N a minute" into "a burst, then one every 60/N s". A script rather than
 # MULTI [INCR, EXPIRE NX]: the embedded Redis is 6.2, which has no EXPIRE NX.
 THROTTLE_KEY_PREFIX = "emprops:throttle:"
+THROTTLE_REDIS_CONNECTIONS = 256  # per process
 
 # returns {count, ms left in the window}; `ttl < 0` is a new key, or one that somehow lost its
 # expiry and would otherwise refuse its client for ever
@@ -165,8 +166,12 @@ class _ThrottleRedis:
     def __init__(self, url: str) -> None:
         # short timeouts and no retries (redis-py retries 10 times with backoff by default): the
         # request that finds Redis unreachable waits at most ~0.5 s, then it is admitted
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=0.25, socket_timeout=0.5,
-                                           retry=Retry(NoBackoff(), 0))
+        # a blocking pool: a burst beyond its size waits briefly for a connection instead of
+        # failing with "Too many connections" (which would switch the limits off for a while)
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=THROTTLE_REDIS_CONNECTIONS, timeout=0.5,
+            socket_connect_timeout=0.25, socket_timeout=0.5)
+        self.client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self.count = self.client.register_script(_COUNT_SCRIPT)
         self.uncount = self.client.register_script(_UNCOUNT_SCRIPT)
 
@@ -295,6 +300,19 @@ class FailedAuthThrottle(RedisRateThrottle):
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def peek(self, request: Any) -> bool:
+        """Whether the address is under the limit, without counting this check."""
+        key = self.get_cache_key(request, None) if self.rate is not None else None
+        if key is None:
+            return True
+        assert self.num_requests is not None
+        found = _ask_redis(lambda r: r.client.get(key))
+        if not found or int(found) < self.num_requests:
+            return True
+        ttl = _ask_redis(lambda r: r.client.pttl(key))
+        self._wait = max(int(ttl or 0), 0) / 1000
+        return False
 
     def refund(self) -> None:
         """Give back the check `allow_request` counted (if it reached Redis)."""

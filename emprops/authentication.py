@@ -92,27 +92,37 @@ class AuthFailuresThrottled(exceptions.Throttled, exceptions.AuthenticationFaile
 
 
 @contextmanager
-def failed_auth_limit(request: Any) -> Iterator[None]:
+def failed_auth_limit(request: Any, *, guessable: bool = True) -> Iterator[None]:
     """Run a credential check under the per-address limit RATE_LIMIT_AUTH_FAIL.
 
-    The check is counted before it runs, so guesses in flight together cannot all slip under the
-    limit, and given back unless it ends in a 401. Over the limit, the address gets
-    AuthFailuresThrottled before its credential is looked at, a correct one included: were a right
-    guess still admitted, the answer would tell it apart and the limit would stop nothing.
-    Any exception with status 401 counts (AuthenticationFailed, a 401 DomainError), so a view
-    that checks a password or a refresh token can run that check under it too.
+    Over the limit, the address gets AuthFailuresThrottled before its credential is looked at, a
+    correct one included: were a right guess still admitted, the answer would tell it apart and
+    the limit would stop nothing. Any exception with status 401 counts (AuthenticationFailed, a
+    401 DomainError), so a view that checks a password or a refresh token runs under it too.
+
+    A `guessable` credential (a password, a refresh token) is counted before it is checked, so
+    guesses in flight together cannot all slip under the limit, and given back unless it ends in
+    a 401. API keys (256 random bits) and signed JWTs are counted only when they fail, and a
+    failure counted over the limit answers 429 instead of its 401: failures are limited exactly
+    as before, while a client's valid requests in flight together never count against it
+    (counting them first made 30 concurrent valid requests from one address a 429).
     """
     throttle = FailedAuthThrottle()
-    if not throttle.allow_request(request, None):
+    allowed = throttle.allow_request(request, None) if guessable else throttle.peek(request)
+    if not allowed:
         raise AuthFailuresThrottled(wait=throttle.wait())
-    failed = False
     try:
         yield
     except Exception as exc:
-        failed = getattr(exc, "status_code", None) == 401
+        if getattr(exc, "status_code", None) != 401:
+            if guessable:
+                throttle.refund()
+            raise
+        if not guessable and not throttle.allow_request(request, None):
+            raise AuthFailuresThrottled(wait=throttle.wait()) from exc
         raise
-    finally:
-        if not failed:
+    else:
+        if guessable:
             throttle.refund()
 
 
@@ -125,7 +135,7 @@ class ApiAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[User, str] | None:
         if not request.headers.get("X-API-Key") and not request.headers.get("Authorization"):
             return None  # anonymous: no credential, nothing to guess
-        with failed_auth_limit(request):
+        with failed_auth_limit(request, guessable=False):
             return self._authenticate_credentials(request)
 
     def _authenticate_credentials(self, request: Request) -> tuple[User, str] | None:

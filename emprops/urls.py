@@ -8,6 +8,7 @@ from emprops.api import api_not_found
 from emprops.media import media
 from emprops.views import ApiIndexView
 from generation_app.api.ops_views import healthz, metrics
+from generation_app.collectors.pages import collector_page
 
 admin.site.site_header = "EmProps Collection Generation"
 admin.site.site_title = "EmProps admin"
@@ -39,6 +40,8 @@ urlpatterns = [
     path("api", ApiIndexView.as_view(), name="api-index"),
     # local files: a redirect to the user-content origin (emprops/media.py); S3/CDN serve themselves
     re_path(r"^media/(?P<path>.*)$", media),
+    # a collector's generations, signed in with a wallet (generation_app/collectors/pages.py)
+    path("collector", collector_page, name="collector-gallery"),
     # the gallery: `/`, `/c/<id>`, `/p/<id>`, `/accounts/login/` (generation_app/gallery/)
     path("", include("generation_app.gallery.urls")),
 ]

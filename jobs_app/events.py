@@ -145,7 +145,18 @@ async def job_events(request: HttpRequest, job_id: UUID) -> HttpResponse | Strea
     redis = aioredis.Redis.from_url(settings.EVENTS_REDIS_URL)
     pubsub = redis.pubsub()
     # subscribe before reading the rows, so nothing committed in between is missed
-    await pubsub.subscribe(events_channel(job_id))
+    try:
+        await pubsub.subscribe(events_channel(job_id))
+    except (aioredis.RedisError, OSError):
+        # Redis down or swamped (a thousand streams connecting at once): EventSource clients
+        # retry after Retry-After; nothing is lost, a reconnect replays from Last-Event-ID
+        await pubsub.aclose()
+        await redis.aclose()
+        logger.warning("event stream of job %s refused: events Redis unreachable", job_id)
+        busy = envelope_error("The event stream is unavailable; retry shortly.", 503,
+                              request=request)
+        busy["Retry-After"] = "2"
+        return busy
     try:
         frames, last_seq, finished = await sync_to_async(_open)(request, job_id, last_event_id)
     except _Denied as exc:

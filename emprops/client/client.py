@@ -60,6 +60,7 @@ class Client:
         self.collections = Collections(self)
         self.jobs = Jobs(self)
         self.workflows = Workflows(self)
+        self.collectors = Collectors(self)
 
     def close(self) -> None:
         self._http.close()
@@ -207,6 +208,48 @@ class Collections:
         data = self._client.request("POST", f"/api/collections/{collection_id}/generations",
                                     json=body)
         return self._client.jobs.get(data["jobId"])
+
+
+class Collectors:
+    """A collector's calls: wallet sign-in (EIP-4361), purchases verified on chain, collects."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def nonce(self) -> str:
+        """`GET /api/collectors/nonce`: the nonce to put in the message the wallet signs."""
+        return str(self._client.request("GET", "/api/collectors/nonce")["nonce"])
+
+    def login(self, message: str, signature: str) -> dict[str, Any]:
+        """`POST /api/collectors/login`: tokens (`access` is the collector token) and the
+        collector; pass `access` as `Client(token=...)`."""
+        return dict(self._client.request("POST", "/api/collectors/login",
+                                         json={"message": message, "signature": signature}))
+
+    def me(self) -> dict[str, Any]:
+        return dict(self._client.request("GET", "/api/collectors/me"))
+
+    def purchase(self, collection_id: str, tx_hash: str) -> dict[str, Any]:
+        """`POST /api/collections/{id}/purchases`: the payment, `confirmed` or `pending`."""
+        return dict(self._client.request("POST", f"/api/collections/{collection_id}/purchases",
+                                         json={"tx_hash": tx_hash}))
+
+    def collect(self, collection_id: str) -> dict[str, Any]:
+        """`POST /api/collections/{id}/collect`: spend one paid generation."""
+        return dict(self._client.request("POST", f"/api/collections/{collection_id}/collect"))
+
+    def purchases(self, *, limit: int | None = None, offset: int | None = None,
+                  ) -> list[dict[str, Any]]:
+        page = self._client.request("GET", "/api/collectors/me/purchases",
+                                    params={"limit": limit, "offset": offset})
+        return [dict(item) for item in page["items"]]
+
+    def generations(self, *, limit: int | None = None, offset: int | None = None,
+                    ) -> list[dict[str, Any]]:
+        """Your collected generations, newest first (`status`, `output_url`, `output_data`)."""
+        page = self._client.request("GET", "/api/collectors/me/generations",
+                                    params={"limit": limit, "offset": offset})
+        return [dict(item) for item in page["items"]]
 
 
 class Jobs:

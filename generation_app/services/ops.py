@@ -57,7 +57,9 @@ def housekeeping_run() -> dict[str, int]:
     part("reaper", reap)
     part("webhooks", announce)
     part("schedules", run_schedules)
-    part("collectors", lambda: counts.update(collectors_housekeeping()))
+    # only what it did: a pass with no collectors' work adds no keys
+    part("collectors", lambda: counts.update(
+        {k: v for k, v in collectors_housekeeping().items() if v}))
     _record(counts)
     if errors:
         raise errors[0]

@@ -105,8 +105,9 @@ def test_concurrent_requests_admit_exactly_the_limit_and_so_do_failed_authentica
     assert statuses.count(401) == 20, sorted(statuses)
     assert statuses.count(429) == 40
     _assert_enveloped_429s(responses, "Too many failed authentication attempts")
-    # the valid key has not counted against the failures: the 20 were all wrong keys
-    assert int(_redis().get(f"{api.THROTTLE_KEY_PREFIX}auth_fail:127.0.0.1")) == 60
+    # only failures count (the 60 valid keys before them counted nothing): the 20 checked, plus
+    # those in flight past the limit that failed and were answered 429 instead of 401
+    assert 20 <= int(_redis().get(f"{api.THROTTLE_KEY_PREFIX}auth_fail:127.0.0.1")) <= 60
 
 
 # ---- the throttle in-process ------------------------------------------------------------------
@@ -343,3 +344,20 @@ def test_password_guessing_is_limited_per_address(alice, settings):
     assert guesses == [401, 401, 401, 429]
     assert right.status_code == 429 and int(right["Retry-After"]) >= 1
     assert other.status_code == 200
+
+
+def test_valid_keys_in_flight_together_never_count_as_failed_authentications(alice, settings):
+    # given a strict failed-authentication limit and an address already holding 2 failures
+    settings.RATE_LIMIT_AUTH_FAIL = "3/min"
+    settings.RATE_LIMIT_USER = "1000/min"
+    _, key = api_key_create(user=alice)
+    client = Client(REMOTE_ADDR="203.0.113.77")
+    wrong = [client.get("/api/me", HTTP_X_API_KEY="ek_wrong").status_code for _ in range(2)]
+
+    # when the same address makes many requests with a valid key
+    valid = [client.get("/api/me", HTTP_X_API_KEY=key).status_code for _ in range(10)]
+
+    # then none of them is refused or counted, and the next failures hit the limit exactly
+    later = [client.get("/api/me", HTTP_X_API_KEY="ek_wrong").status_code for _ in range(2)]
+    assert (wrong, valid, later) == ([401, 401], [200] * 10, [401, 429])
+    assert int(_redis().get(f"{api.THROTTLE_KEY_PREFIX}auth_fail:203.0.113.77")) == 3

@@ -78,6 +78,7 @@ def collector_login(*, message: str, signature: str, host: str,
     """The collector a signed EIP-4361 message proves (provisioned on first sign-in), consuming
     its nonce; SignInRefused (401) names why a message does not sign anyone in."""
     import siwe
+    from eth_keys.exceptions import BadSignature
 
     if len(message) > MAX_MESSAGE_CHARS:
         raise ValidationFailed("The message is too long.",
@@ -97,7 +98,7 @@ def collector_login(*, message: str, signature: str, host: str,
         raise SignInRefused("The message has expired.", reason="expired") from None
     except siwe.NotYetValidMessage:
         raise SignInRefused("The message is not valid yet.", reason="not_yet_valid") from None
-    except (siwe.VerificationError, ValueError, TypeError):
+    except (siwe.VerificationError, BadSignature, ValueError, TypeError):
         raise SignInRefused("The signature does not match the message's address.",
                             reason="bad_signature") from None
     now = timezone.now()

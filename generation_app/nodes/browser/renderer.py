@@ -381,22 +381,26 @@ class _BrowserThread:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.requests: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        # held while the thread talks to the browser; a fork waits for it (_before_fork)
+        self.busy = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="emprops-browser", daemon=True)
+        _threads.append(self)
         self.thread.start()
 
     def _run(self) -> None:
         while True:
             call = self.requests.get()
-            if call is None:
-                _shutdown_here()
-                return
-            call.execute()
-            chromium: _Chromium | None = getattr(_local, "chromium", None)
-            if chromium is None:
-                continue
-            _close_used(chromium)
-            if self.requests.empty():
-                _top_up(chromium)
+            with self.busy:
+                if call is None:
+                    _shutdown_here()
+                    return
+                call.execute()
+                chromium: _Chromium | None = getattr(_local, "chromium", None)
+                if chromium is None:
+                    continue
+                _close_used(chromium)
+                if self.requests.empty():
+                    _top_up(chromium)
 
     def call(self, fn: Callable[[], T]) -> T:
         pending = _Call(fn)
@@ -421,6 +425,34 @@ class _BrowserThread:
         if self.pid == os.getpid() and self.thread.is_alive():
             self.requests.put(None)
             self.thread.join(timeout)
+        with suppress(ValueError):
+            _threads.remove(self)
+
+
+_threads: list[_BrowserThread] = []  # this process's browser threads
+
+
+def _before_fork() -> None:
+    # A child must not inherit a browser thread stopped half-way through a Playwright call (its
+    # locks would stay held in the child): wait until each is between calls, and hold it there.
+    for worker in _threads:
+        if worker.pid == os.getpid() and worker.thread.is_alive():
+            worker.busy.acquire(timeout=120)
+
+
+def _after_fork_in_parent() -> None:
+    for worker in _threads:
+        if worker.busy.locked():
+            with suppress(RuntimeError):
+                worker.busy.release()
+
+
+def _after_fork_in_child() -> None:
+    _threads.clear()  # the parent's; the child starts its own on first use
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def _on_browser_thread(fn: Callable[[], T]) -> T:

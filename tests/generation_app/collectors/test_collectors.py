@@ -371,3 +371,69 @@ def test_staff_configure_a_chain_in_admin_with_a_checked_url_address_and_abi(cli
     assert (config.rpc_url, config.mint_contract_address, config.required_confirmations) == (
         chain.url, address, 2)
     assert client.get("/admin/collectors/miniapppayment/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_collector_page_is_a_shell_under_the_gallery_csp(client):
+    response = client.get("/collector")
+
+    assert response.status_code == 200
+    assert response["Content-Security-Policy"].startswith("default-src 'none'; script-src 'self'")
+    content = response.content.decode()
+    assert 'src="/static/collectors/collector.js"' in content
+    assert 'id="collector-sign-in"' in content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("signature", ["0x" + "00" * 65, "0x" + "ff" * 65, "0x" + "11" * 64 + "05"])
+def test_a_malformed_signature_is_a_401_not_a_500(chain, make_sale, signature):
+    make_sale()
+    account, client = Account.create(), APIClient()
+    nonce = client.get("/api/collectors/nonce").json()["data"]["nonce"]
+    message = siwe_message(address=account.address, domain="testserver",
+                           chain_id=chain.chain_id, nonce=nonce)
+
+    response = client.post("/api/collectors/login", {"message": message, "signature": signature},
+                           format="json")
+
+    assert (response.status_code, response.json()["details"]) == (401, {"reason": "bad_signature"})
+    assert not MiniappUser.objects.exists()
+    assert SiweNonce.objects.get(nonce=nonce).used_at is None
+
+
+@pytest.mark.django_db
+def test_a_pending_payment_that_reverts_when_mined_fails_and_frees_its_editions(
+        make_sale, sign_in):
+    from tests.peers.evm_chain import EvmChain
+
+    with EvmChain(auto_mine=False) as unmined:
+        sale = make_sale(editions=3)
+        sale.chain_config.rpc_url, sale.chain_config.chain_id = unmined.url, unmined.chain_id
+        sale.chain_config.save()
+        account = unmined.funded_account()
+        deployer = unmined.funded_account()
+        reverting_tx = unmined.send(deployer, to=None, data=REVERTING_CONTRACT)
+        unmined.mine(1)
+        reverting = unmined.w3.eth.get_transaction_receipt(reverting_tx)["contractAddress"]
+        sale.chain_config.mint_contract_address = reverting
+        sale.chain_config.save()
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION="Bearer " + sign_in(client, account).json()[
+            "data"]["access"])
+        data = unmined.mint_data(collection_id=ONCHAIN_ID, owner=account.address, quantity=1)
+        tx = unmined.send(account, to=reverting, value=PRICE_WEI, data=data)
+
+        response = _buy(client, sale.collection, tx)  # not mined yet: pending
+
+        assert (response.status_code, response.json()["data"]["payment_status"]) == (
+            202, "pending")
+        sale.listing.refresh_from_db()
+        assert sale.listing.editions_reserved == 1
+        unmined.mine(1)
+        MiniappPayment.objects.update(next_attempt_at=timezone.now())
+        assert purchases_recheck_due() == {"confirmed": 0, "failed": 1, "pending": 0}
+        payment = MiniappPayment.objects.get()
+        assert (payment.payment_status, payment.failure_reason) == (
+            "failed", "The transaction reverted on chain.")
+        sale.listing.refresh_from_db()
+        assert sale.listing.editions_reserved == 0

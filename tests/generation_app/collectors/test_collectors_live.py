@@ -12,6 +12,9 @@ import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 
+from emprops.client import Client
+from emprops.client.errors import APIError
+from emprops.client.errors import Conflict as ClientConflict
 from generation_app.collectors.models import MiniappGeneration, MiniappPayment
 from jobs_app.models import Job
 from tests.generation_app.collectors.conftest import PRICE_WEI, sign, siwe_message
@@ -79,36 +82,42 @@ def test_a_collector_pays_for_three_and_collects_three_outputs(platform, chain, 
                                                                api_for):
     sale = make_sale(editions=10)
     account = chain.funded_account()
-    headers = _login(platform, chain, account)
-    base = f"{platform.url}/api/collections/{sale.collection.pk}"
+    collection_id = str(sale.collection.pk)
+    # the Python client, as a collector would use it: sign in with the wallet key
+    anonymous = Client(platform.url)
+    message = siwe_message(address=account.address, domain=platform.url.removeprefix("http://"),
+                           chain_id=chain.chain_id, nonce=anonymous.collectors.nonce())
+    login = anonymous.collectors.login(message, sign(account, message))
+    collector = Client(platform.url, token=login["access"], timeout=60)
     tx = chain.send(account, to=sale.payout, value=3 * PRICE_WEI)
 
-    bought = httpx.post(f"{base}/purchases", headers=headers, json={"tx_hash": tx}, timeout=60)
+    bought = collector.collectors.purchase(collection_id, tx)
 
-    assert bought.status_code == 201, bought.text
-    assert (bought.json()["data"]["payment_status"],
-            bought.json()["data"]["generations_allowed"]) == ("confirmed", 3)
-    collects = [httpx.post(f"{base}/collect", headers=headers, timeout=60) for _ in range(4)]
-    assert [c.status_code for c in collects] == [202, 202, 202, 409]
-    assert collects[3].json()["details"]["reason"] == "no_paid_generations"
-    assert "No paid generations left" in collects[3].json()["error"]
+    assert (bought["payment_status"], bought["generations_allowed"]) == ("confirmed", 3)
+    started = [collector.collectors.collect(collection_id) for _ in range(3)]
+    assert [g["status"] for g in started] == ["processing"] * 3
+    with pytest.raises(ClientConflict) as fourth:
+        collector.collectors.collect(collection_id)
+    assert (fourth.value.status, fourth.value.details["reason"]) == (409, "no_paid_generations")
+    assert "No paid generations left" in str(fourth.value)
     # the worker runs the owner's jobs; housekeeping records each output on its collect
-    wait_for(lambda: MiniappGeneration.objects.filter(status="completed").count() == 3, 120)
-    mine = httpx.get(f"{platform.url}/api/collectors/me/generations", headers=headers).json()
-    outputs = [g["output_data"] for g in mine["data"]["items"]]
-    assert len(outputs) == 3
-    assert all(o["steps"][0]["nodeResponse"]["data"].startswith("a ") for o in outputs)
+    wait_for(lambda: [g["status"] for g in collector.collectors.generations()]
+             == ["completed"] * 3, 120)
+    outputs = [g["output_data"] for g in collector.collectors.generations()]
+    assert all(o["steps"][0]["nodeResponse"]["data"] in ("a cat", "a owl") for o in outputs)
     assert Job.objects.filter(user=sale.owner, job_type="collect", status="completed").count() == 3
+    assert collector.collectors.me()["generations_used"] == 3
     # a reused or underpaid transaction is refused
-    reused = httpx.post(f"{base}/purchases", headers=headers, json={"tx_hash": tx}, timeout=60)
-    assert (reused.status_code, reused.json()["details"]["reason"]) == (409, "already_used")
+    with pytest.raises(ClientConflict) as reused:
+        collector.collectors.purchase(collection_id, tx)
+    assert reused.value.details["reason"] == "already_used"
     cheap = chain.send(account, to=sale.payout, value=PRICE_WEI // 2)
-    underpaid = httpx.post(f"{base}/purchases", headers=headers, json={"tx_hash": cheap},
-                           timeout=60)
-    assert (underpaid.status_code, underpaid.json()["details"]["reason"]) == (422, "underpaid")
+    with pytest.raises(APIError) as underpaid:
+        collector.collectors.purchase(collection_id, cheap)
+    assert (underpaid.value.status, underpaid.value.details["reason"]) == (422, "underpaid")
     assert MiniappPayment.objects.count() == 1
     # the owner sees the sale
-    sales = api_for(sale.owner).get(f"/api/collections/{sale.collection.pk}/sales").json()
+    sales = api_for(sale.owner).get(f"/api/collections/{collection_id}/sales").json()
     assert [(s["transaction_hash"], s["generations_used"], s["collector"]["wallet_address"])
             for s in sales["data"]["items"]] == [(tx.lower(), 3, account.address)]
 
