@@ -8,6 +8,8 @@ somewhere deep in a service."""
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,11 +46,38 @@ def check_form(data: QueryDict) -> None:
             raise ParseError("Text cannot contain NUL (\\u0000) characters.")
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether a JSON text nests deeper than `limit`, read before it is decoded.
+
+    The decoder recurses once per level; within the interpreter's recursion limit it raises
+    RecursionError, but a library that raises that limit (py_ecc sets 100,000) lets a deep enough
+    document overflow the C stack and kill the process. So depth is checked here, on the bytes:
+    cheap when the text has few brackets, linear in the brackets otherwise."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for ch in _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw)):
+        if ch in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream: Any, media_type: str | None = None,
               parser_context: Mapping[str, Any] | None = None) -> Any:
+        raw = stream.read() if stream is not None else b""
+        if nests_deeper_than(raw, MAX_JSON_DEPTH):
+            raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
             raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.") from None
         check_json_value(data)

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from emprops.errors import DomainError
 from emprops.netguard import UnsafeURL, safe_client
+from generation_app.collectors.eth import load as load_eth
 
 # a JSON-RPC answer about one transaction is a few KiB; anything far larger is not one
 MAX_RPC_RESPONSE_BYTES = 1 << 20
@@ -94,6 +95,7 @@ def _rpc_post(url: str, body: bytes) -> bytes:
 
 
 def _web3(url: str) -> Any:
+    load_eth()
     from web3 import Web3
     from web3.providers.base import JSONBaseProvider
     from web3.types import RPCEndpoint, RPCResponse
@@ -132,6 +134,7 @@ def _plain(value: Any) -> Any:
 def chain_read(*, rpc_url: str, tx_hash: str) -> ChainReading:
     """eth_getTransactionByHash, eth_getTransactionReceipt and eth_blockNumber for `tx_hash`;
     ChainUnavailable when the node cannot be read."""
+    load_eth()
     from web3.exceptions import TransactionNotFound, Web3Exception
 
     w3 = _web3(rpc_url)
@@ -154,6 +157,7 @@ def chain_read(*, rpc_url: str, tx_hash: str) -> ChainReading:
 
 def checksum(address: str) -> str | None:
     """The EIP-55 form of an address, None when it is not one."""
+    load_eth()
     from web3 import Web3
 
     try:
@@ -202,6 +206,7 @@ class Verdict:
 
 
 def _decode_mint(expect: Expectation, data: str) -> dict[str, Any]:
+    load_eth()
     from web3 import Web3
 
     contract = Web3().eth.contract(abi=list(expect.mint_abi))

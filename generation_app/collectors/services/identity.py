@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from emprops.accounts.services import user_provision
 from emprops.errors import DomainError, ValidationFailed
+from generation_app.collectors.eth import load as load_eth
 from generation_app.collectors.models import ChainConfig, MiniappUser, SiweNonce
 
 MAX_MESSAGE_CHARS = 4000
@@ -59,6 +60,7 @@ class Farcaster:
 
 def _parse(message: str) -> Any:
     # siwe compiles its ABNF grammars on import (seconds): loaded on the first sign-in only
+    load_eth()
     from pydantic import ValidationError
     from siwe import SiweMessage
 
@@ -77,6 +79,7 @@ def collector_login(*, message: str, signature: str, host: str,
                     farcaster: Farcaster | None = None) -> MiniappUser:
     """The collector a signed EIP-4361 message proves (provisioned on first sign-in), consuming
     its nonce; SignInRefused (401) names why a message does not sign anyone in."""
+    load_eth()
     import siwe
     from eth_keys.exceptions import BadSignature
 

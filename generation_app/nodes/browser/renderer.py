@@ -398,9 +398,13 @@ class _BrowserThread:
                 chromium: _Chromium | None = getattr(_local, "chromium", None)
                 if chromium is None:
                     continue
-                _close_used(chromium)
-                if self.requests.empty():
-                    _top_up(chromium)
+                try:
+                    _close_used(chromium)
+                    if self.requests.empty() and chromium.browser.is_connected():
+                        _top_up(chromium)
+                except Exception:  # noqa: BLE001 - a broken browser is replaced on next use
+                    _log.warning("browser housekeeping failed", exc_info=True)
+                    _discard(chromium)
 
     def call(self, fn: Callable[[], T]) -> T:
         pending = _Call(fn)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
 
-from tests.peers.evm_chain import MINT_ABI, EvmChain
+from generation_app.collectors import eth
+
+_LIMIT = sys.getrecursionlimit()
+eth.load()
+from eth_account import Account  # noqa: E402
+from eth_account.messages import encode_defunct  # noqa: E402
+from eth_account.signers.local import LocalAccount  # noqa: E402
+
+from tests.peers.evm_chain import MINT_ABI, EvmChain  # noqa: E402
+
+# py-evm (the test chain) raises the recursion limit on import too; the rest of the suite runs
+# with the interpreter's own, as the platform's processes do
+sys.setrecursionlimit(_LIMIT)
 
 PRICE_WEI = 10**15  # 0.001 ETH
 ONCHAIN_ID = 42

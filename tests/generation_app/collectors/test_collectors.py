@@ -437,3 +437,18 @@ def test_a_pending_payment_that_reverts_when_mined_fails_and_frees_its_editions(
             "failed", "The transaction reverted on chain.")
         sale.listing.refresh_from_db()
         assert sale.listing.editions_reserved == 0
+
+
+def test_loading_the_ethereum_libraries_keeps_the_recursion_limit():
+    # py_ecc raises it to 100,000 on import; a fresh process loading them through
+    # collectors/eth.py keeps its own
+    import subprocess
+    import sys
+
+    code = ("import sys; before = sys.getrecursionlimit(); "
+            "from generation_app.collectors import eth; eth.load(); "
+            "print(before, sys.getrecursionlimit())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+
+    assert out[0] == out[1] == "1000"
