@@ -73,6 +73,8 @@ bench: setup
 	    --rounds 5 $$ref --readme $(BENCH_README); \
 	done; \
 	$(PY) bench/render.py --repeat 3; \
+	$(BENCH_EXEC) var/bench-p5 -- $(PY) bench/p5_collection.py --generations $${P5_GENERATIONS:-1000} \
+	  --readme $(BENCH_README); \
 	$(BENCH_EXEC) var/bench-api -- $(PY) bench/api_load.py --readme $(BENCH_README); \
 	$(BENCH_EXEC) var/bench-sse -- $(PY) bench/sse_load.py --rounds 1 --readme $(BENCH_README); \
 	echo "== make bench: $$(( $$(date +%s) - t0 )) s" >&2

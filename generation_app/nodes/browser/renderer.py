@@ -381,8 +381,11 @@ class _BrowserThread:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.requests: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        # held while the thread talks to the browser; a fork waits for it (_before_fork)
+        # held while the thread warms or closes pages on its own; a fork waits for it
+        # (_before_fork). Not during a call: its caller is blocked, or runs a callback that may
+        # itself start a process (the p52vid encoder).
         self.busy = threading.Lock()
+        self.held_for_fork = False
         self.thread = threading.Thread(target=self._run, name="emprops-browser", daemon=True)
         _threads.append(self)
         self.thread.start()
@@ -390,14 +393,15 @@ class _BrowserThread:
     def _run(self) -> None:
         while True:
             call = self.requests.get()
-            with self.busy:
-                if call is None:
+            if call is None:
+                with self.busy:
                     _shutdown_here()
-                    return
-                call.execute()
-                chromium: _Chromium | None = getattr(_local, "chromium", None)
-                if chromium is None:
-                    continue
+                return
+            call.execute()
+            chromium: _Chromium | None = getattr(_local, "chromium", None)
+            if chromium is None:
+                continue
+            with self.busy:
                 try:
                     _close_used(chromium)
                     if self.requests.empty() and chromium.browser.is_connected():
@@ -441,14 +445,14 @@ def _before_fork() -> None:
     # locks would stay held in the child): wait until each is between calls, and hold it there.
     for worker in _threads:
         if worker.pid == os.getpid() and worker.thread.is_alive():
-            worker.busy.acquire(timeout=120)
+            worker.held_for_fork = worker.busy.acquire(timeout=LAUNCH_TIMEOUT_MS / 1000)
 
 
 def _after_fork_in_parent() -> None:
     for worker in _threads:
-        if worker.busy.locked():
-            with suppress(RuntimeError):
-                worker.busy.release()
+        if worker.held_for_fork:
+            worker.held_for_fork = False
+            worker.busy.release()
 
 
 def _after_fork_in_child() -> None:
