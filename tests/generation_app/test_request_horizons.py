@@ -75,7 +75,7 @@ def no_dns(monkeypatch):
 @pytest.mark.parametrize("expires_at", [
     (timezone.now() - timedelta(days=1)).isoformat(),
     "2001-01-01T00:00:00Z",
-])
+], ids=["yesterday", "2001"])  # stable ids: pytest-xdist requires every process to collect alike
 def test_an_api_key_cannot_be_created_already_expired(api_for, alice, expires_at):
     client = api_for(alice)
     keys = UserApiKey.objects.count()
