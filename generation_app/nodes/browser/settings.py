@@ -53,6 +53,6 @@ def warm_pages() -> int:
     when its render starts. More than one gains nothing: a render claims one page at a time."""
     raw = os.environ.get(WARM_PAGES_ENV, "").strip()
     try:
-        return 1 if not raw else max(0, min(1, int(raw)))
+        return 0 if not raw else max(0, min(1, int(raw)))
     except ValueError:
         return 1
