@@ -226,6 +226,8 @@ def components_zip_extract(*, archive: IO[bytes], dest: Path, max_files: int = Z
             try:
                 with zf.open(info) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out, _CHUNK)
+            # zipfile raises NotImplementedError for a compression method it cannot read: the
+            # upload is refused as damaged, nothing here is unfinished
             except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError,
                     zlib.error) as exc:
                 raise _bad_zip(f"The zip is damaged ({exc}).", info.filename) from None
