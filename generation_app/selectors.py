@@ -37,7 +37,7 @@ def _not_waiting() -> WaitInfo:
 # One row whatever the size of the job or the queues. `head` is the job's oldest ready run (due,
 # not backing off); the runs ahead of it on its queue are those a broker delivers first: a higher
 # job priority, or the same one and queued earlier. The user's waiting generations ahead of the
-# job are admitted first (execution.admit_waiting: oldest job first); scheduled ones are not due.
+# job are admitted first (admission.admit_waiting: oldest job first); scheduled ones are not due.
 _STATE_SQL = """
 WITH head AS (
     SELECT nr.id, nr.queue, nr.queued_at, nr.node_name FROM node_run nr

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import shared_task
 
-from generation_app.services import execution, reaper, schedules, webhooks
+from generation_app.services import reaper, running, schedules, webhooks
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
@@ -16,7 +16,7 @@ def run_node(self: Any, run_id: int) -> None:
     worker = f"{self.request.hostname or 'local'}"
     pending = [run_id]
     while pending:  # cheap built-ins that become ready run right here, in order
-        pending.extend(execution.node_run_execute(run_id=pending.pop(0), worker=worker))
+        pending.extend(running.node_run_execute(run_id=pending.pop(0), worker=worker))
 
 
 @shared_task(ignore_result=True, name="generation.reap")

@@ -14,7 +14,7 @@ from collections_app.services import generation_input_validate
 from emprops.accounts import services as accounts
 from emprops.errors import Conflict
 from generation_app.models import Generation, NodeRun
-from generation_app.services import execution
+from generation_app.services import admission
 from generation_app.services.quote import quote_steps
 from generation_app.services.steps import node_run_plan, plan_steps, workflow_snapshots_store
 from jobs_app import selectors as job_selectors
@@ -40,7 +40,7 @@ def job_cancel(*, user: Any, job_id: UUID) -> Job:
     accounts.credits_release_job(job_id=job.id)
     jobs.history_add(job=job, status="cancelled", message="Job cancelled")
     jobs.job_changed(job=job)
-    transaction.on_commit(lambda: execution.admit_waiting(user_id=job.user_id))
+    transaction.on_commit(lambda: admission.admit_waiting(user_id=job.user_id))
     return job
 
 
@@ -86,7 +86,7 @@ def job_retry(*, user: Any, job_id: UUID, refresh_workflows: bool = False) -> Jo
                            **({"quote": replan.quote} if replan else {})},
                      retry_attempt=job.retry_count)
     jobs.job_changed(job=job)
-    transaction.on_commit(lambda: execution.admit_waiting(user_id=job.user_id))
+    transaction.on_commit(lambda: admission.admit_waiting(user_id=job.user_id))
     return job
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from emprops.idempotency import idempotency_purge
 from generation_app.models import Generation, NodeRun
 from generation_app.nodes.base import NodeError
-from generation_app.services import execution
+from generation_app.services import admission, recording
 from jobs_app import services as jobs
 from jobs_app.models import Job
 
@@ -49,7 +49,7 @@ def reap() -> dict[str, int]:
                                       attempt=0).update(status=NodeRun.Status.RUNNING, attempt=1):
             continue
         run.attempt = 1
-        execution.node_run_fail(run=run, error=NodeError(
+        recording.node_run_fail(run=run, error=NodeError(
             f"No worker consumes the queue '{run.queue}' (waited "
             f"{settings.NO_CONSUMER_FAIL_SECONDS} s).", failure_type="INTERNAL"))
         counts["no_consumer"] += 1
@@ -59,7 +59,7 @@ def reap() -> dict[str, int]:
         if NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.RUNNING,
                                   lease_until__lt=now).update(
                 status=NodeRun.Status.QUEUED, lease_until=None, announced_at=now):
-            execution.announce_now(run.pk, run.queue, run.job.priority)
+            admission.announce_now(run.pk, run.queue, run.job.priority)
             counts["expired"] += 1
     # 4. waiting generations that may start: a run_at that has come, or a user under their cap
     # whose admission (queued on the commit of a finished generation) was lost with its worker
@@ -68,7 +68,7 @@ def reap() -> dict[str, int]:
         status=Generation.Status.WAITING).exclude(job__status__in=Job.FINISHED)
         .order_by().values_list("job__user_id", flat=True).distinct()[:100])
     for user_id in list(waiting_users):
-        execution.admit_waiting(user_id=user_id)
+        admission.admit_waiting(user_id=user_id)
         counts["started"] += 1
     # 5. queued work never picked up (a lost message) or due after a backoff
     unclaimed = now - timedelta(seconds=settings.NODE_UNCLAIMED_SECONDS)
@@ -86,7 +86,7 @@ def reap() -> dict[str, int]:
             continue
         if NodeRun.objects.filter(pk=run.pk, status=NodeRun.Status.QUEUED).update(
                 announced_at=now):
-            execution.announce_now(run.pk, run.queue, run.job.priority)
+            admission.announce_now(run.pk, run.queue, run.job.priority)
             counts["due" if run.next_attempt_at else "reannounced"] += 1
     counts["idempotency_keys_purged"] = idempotency_purge()
     return counts
@@ -116,6 +116,6 @@ def _time_out(job: Job) -> None:
                           failure_type="TIMEOUT")
         for gen in Generation.objects.select_for_update().filter(job=locked).exclude(
                 status__in=Generation.FINISHED):
-            execution.generation_fail(job=locked, gen=gen, component="job", error=error)
+            recording.generation_fail(job=locked, gen=gen, component="job", error=error)
         # the finished status is the stream's final `job_update` (clients watch for it)
         jobs.job_changed(job=locked)

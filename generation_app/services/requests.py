@@ -23,7 +23,7 @@ from generation_app.engine.prng import generation_seed
 from generation_app.engine.variables import pick_variables
 from generation_app.models import Generation, NodeRun
 from generation_app.nodes.registry import VARIABLES_STEP_ID
-from generation_app.services import execution
+from generation_app.services import admission
 from generation_app.services.quote import quote_steps
 from generation_app.services.steps import (
     StepPlan,
@@ -259,7 +259,7 @@ def work_create(*, job: Job, generations: Sequence[PlannedGeneration],
 
     Generations the user's running cap admits now start pending with their first runs queued,
     in these same inserts; the rest wait for `admit_waiting`."""
-    admitted = execution.generations_admit_new(job=job, count=len(generations))
+    admitted = admission.generations_admit_new(job=job, count=len(generations))
     starting = admitted or 0
     now = timezone.now()
     Generation.objects.bulk_create([Generation(
@@ -287,6 +287,6 @@ def work_create(*, job: Job, generations: Sequence[PlannedGeneration],
                 first.append(run)
     NodeRun.objects.bulk_create(rows)
     if admitted is None:  # older generations of this user wait: they go first
-        execution.admit_waiting(user_id=job.user_id, known_waiting=True)
+        admission.admit_waiting(user_id=job.user_id, known_waiting=True)
     else:
-        execution.runs_announce(first, job.priority)
+        admission.runs_announce(first, job.priority)

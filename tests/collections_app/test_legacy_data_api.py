@@ -18,7 +18,7 @@ from collections_app.models import Collection, FlatFile, Project
 from emprops.accounts.models import CreditsBalance, CreditsHistory, CreditsHold
 from generation_app.engine.prng import HashRandom
 from generation_app.models import Generation, NodeRun, WebhookDelivery, WebhookEndpoint
-from generation_app.services.execution import node_run_execute
+from generation_app.services.running import node_run_execute
 from jobs_app.models import Job
 from workflows_app.models import Server, Workflow
 

@@ -21,13 +21,13 @@ from emprops.accounts.models import CreditsHistory, CreditsHold
 from emprops.accounts.services import credits_grant
 from generation_app.models import NodeRun, WebhookDelivery
 from generation_app.services import webhooks
-from generation_app.services.execution import node_run_execute
 from generation_app.services.replay import (
     EQUIVALENT_MAX_DIFF,
     _compare,
     generation_replay,
 )
 from generation_app.services.requests import job_create_from_input, job_input_prepare
+from generation_app.services.running import node_run_execute
 from jobs_app.models import Job, JobHistory
 
 pytestmark = pytest.mark.django_db

@@ -26,16 +26,16 @@ from emprops.errors import Conflict
 from generation_app.models import Generation, NodeRun
 from generation_app.nodes.base import NodeError, NodeOutput, StoredFile
 from generation_app.services import reaper
+from generation_app.services.admission import node_run_claim
 from generation_app.services.control import job_cancel, job_retry
-from generation_app.services.execution import (
+from generation_app.services.recording import (
     backoff_seconds,
-    node_run_claim,
     node_run_complete,
-    node_run_execute,
     node_run_fail,
     storage_key,
 )
 from generation_app.services.requests import job_create_from_input, job_input_prepare
+from generation_app.services.running import node_run_execute
 from jobs_app.models import Job, JobHistory
 
 pytestmark = pytest.mark.django_db
@@ -689,7 +689,7 @@ def test_the_upstream_run_key_survives_redelivery_but_not_a_user_retry(alice):
     # given a run claimed twice (a redelivery after its worker was lost)
     from generation_app.nodes.base import RunContext
     from generation_app.nodes.comfy.node import prompt_id_for
-    from generation_app.services.execution import run_key_for
+    from generation_app.services.running import run_key_for
 
     job = _submit(alice)
     first = node_run_claim(run_id=_run(job).pk, worker="w1")
