@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export XDG_RUNTIME_DIR ?= $(CURDIR)/var/run
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-fast setup venv browser lint typecheck clean bench chaos scaleout
+.PHONY: run test test-fast setup venv browser lint typecheck clean bench chaos scaleout fuzz
 
 .venv/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -42,6 +42,9 @@ lint: venv
 typecheck: venv
 	DATABASE_URL=postgresql://127.0.0.1/typecheck $(PY) -m mypy .
 
+# two pytest processes (pytest-xdist), each with its own test database and Redis databases: most
+# subprocess tests spend their time waiting on a worker or a browser, not on a CPU
+PYTEST_WORKERS ?= 2
 test:
 	@set -o pipefail; t0=$$(date +%s); \
 	$(MAKE) --no-print-directory setup || exit 1; t1=$$(date +%s); \
@@ -50,7 +53,7 @@ test:
 	EMPROPS_TESTING=1 $(PY) -m emprops.embedded exec --dir var/test -- bash -c '\
 	  s=$$(date +%s); $(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "missing migrations: run manage.py makemigrations"; exit 1; }; \
 	  echo "migrations check: $$(( $$(date +%s) - s )) s" > var/test/stage-migrations; \
-	  $(PY) -m pytest --durations=20 $(PYTEST_ARGS)'; rc=$$?; t4=$$(date +%s); \
+	  $(PY) -m pytest --durations=20 -n $(PYTEST_WORKERS) $(PYTEST_ARGS)'; rc=$$?; t4=$$(date +%s); \
 	echo "== stage timings: install $$((t1-t0)) s, lint $$((t2-t1)) s, type check $$((t3-t2)) s, $$(cat var/test/stage-migrations 2>/dev/null), migrations check + tests $$((t4-t3)) s"; \
 	exit $$rc
 
@@ -93,6 +96,11 @@ chaos: setup
 scaleout: setup
 	SCALEOUT=1 EMPROPS_TESTING=1 $(PY) -m emprops.embedded exec --dir var/test-scaleout -- \
 	  $(PY) -m pytest -q tests/test_scaleout.py $(PYTEST_ARGS)
+
+# The API fuzz of `make test` with 25 examples per strategy instead of 4 (~5 min)
+fuzz: setup
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-25} EMPROPS_TESTING=1 $(PY) -m emprops.embedded exec \
+	  --dir var/test-fuzz -- $(PY) -m pytest -q tests/test_api_fuzz.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf var/test

@@ -107,8 +107,16 @@ def start_worker(transactional_db: Any, purge_broker: None, tmp_path: Any) -> It
 _SUBPROCESS_FIXTURES = {"worker": "worker", "start_worker": "worker", "web": "server"}
 
 
+_SLOW_MARKERS = ("worker", "server", "browser")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's own ordering, which this refines
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     for item in items:
         for fixture, marker in _SUBPROCESS_FIXTURES.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(getattr(pytest.mark, marker))
+    # the tests that start subprocesses (seconds each) first, the in-process ones (milliseconds)
+    # after: with `-n 2` the two pytest processes then finish together instead of one waiting on
+    # the other's last slow test. A stable sort keeps each module's tests together.
+    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in _SLOW_MARKERS))

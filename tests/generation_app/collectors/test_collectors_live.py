@@ -45,6 +45,14 @@ def platform(django_db_setup: Any, django_db_blocker: Any,
     worker.stop()
 
 
+@pytest.fixture(autouse=True)
+def _jobs_settled(platform: WebProcess, transactional_db: Any) -> Iterator[None]:
+    """The shared worker finishes a test's jobs before the database is emptied for the next:
+    a TRUNCATE racing the worker's writes deadlocks."""
+    yield
+    wait_for(lambda: not Job.objects.exclude(status__in=Job.FINISHED).exists(), 120)
+
+
 def _login(web: WebProcess, chain: EvmChain, account: LocalAccount) -> dict[str, str]:
     host = web.url.removeprefix("http://")
     nonce = httpx.get(f"{web.url}/api/collectors/nonce").json()["data"]["nonce"]
