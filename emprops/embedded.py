@@ -59,6 +59,16 @@ def secret_key(var_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Supervisor:
     """Starts children, remembers their PIDs, stops them all by PID."""
 
@@ -71,12 +81,21 @@ class Supervisor:
 
     # ---- PID bookkeeping -------------------------------------------------------------------
     def kill_stale(self) -> None:
+        """SIGKILL the children a dead supervisor left behind; SystemExit when the supervisor
+        that wrote `pids.json` is still alive (its services are in use: `exec --dir var` next
+        to a running `make run` used to kill that platform's PostgreSQL and Redis)."""
         if not self._pids_file.exists():
             return
         try:
-            stale = json.loads(self._pids_file.read_text())
+            recorded = json.loads(self._pids_file.read_text())
         except ValueError:
-            stale = []
+            recorded = []
+        # older files hold a bare list of child PIDs (no supervisor recorded)
+        owner = recorded.get("supervisor") if isinstance(recorded, dict) else None
+        stale = recorded.get("children", []) if isinstance(recorded, dict) else recorded
+        if isinstance(owner, int) and owner != os.getpid() and _alive(owner):
+            raise SystemExit(f"{self.state_dir} is in use by a running supervisor (PID {owner}); "
+                             "stop it first or give another --dir.")
         for pid in stale:
             try:
                 os.kill(int(pid), signal.SIGKILL)
@@ -88,7 +107,7 @@ class Supervisor:
 
     def _record(self) -> None:
         pids = [p.pid for _, p in self.children if p.poll() is None]
-        self._pids_file.write_text(json.dumps(pids))
+        self._pids_file.write_text(json.dumps({"supervisor": os.getpid(), "children": pids}))
 
     def spawn(self, name: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         # own process group: Ctrl-C reaches the supervisor only, which stops children in order
