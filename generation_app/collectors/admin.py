@@ -72,14 +72,31 @@ class CollectionListingForm(forms.ModelForm):
     def clean_payout_address(self) -> str:
         return _address(self.cleaned_data.get("payout_address"), required=False)
 
+    def clean_collection(self) -> Any:
+        # purchases read the collection's own blockchain (`sale_for`): a listing of a collection
+        # on no chain, or on TEZOS, could be saved but never sold
+        collection = self.cleaned_data.get("collection")
+        if collection is not None and collection.blockchain not in ChainConfig.Blockchain.values:
+            on = f"is on {collection.blockchain}, not an EVM chain" if collection.blockchain \
+                else "is on no blockchain"
+            raise forms.ValidationError(
+                f"This collection {on}: set its blockchain to "
+                f"{' or '.join(ChainConfig.Blockchain.labels)} (Collections) before listing it.")
+        return collection
+
 
 @admin.register(CollectionListing)
 class CollectionListingAdmin(admin.ModelAdmin):
     form = CollectionListingForm
-    list_display = ["collection", "onchain_collection_id", "price_wei", "payout_address",
-                    "editions_reserved"]
+    list_display = ["collection", "blockchain", "onchain_collection_id", "price_wei",
+                    "payout_address", "editions_reserved"]
+    list_select_related = ["collection"]
     readonly_fields = ["editions_reserved"]
     raw_id_fields = ["collection"]
+
+    @admin.display(description="blockchain", ordering="collection__blockchain")
+    def blockchain(self, obj: CollectionListing) -> str:
+        return obj.collection.blockchain or "-"
 
 
 class OwnerPayoutForm(forms.ModelForm):

@@ -374,6 +374,38 @@ def test_staff_configure_a_chain_in_admin_with_a_checked_url_address_and_abi(cli
 
 
 @pytest.mark.django_db
+def test_staff_can_list_only_collections_on_an_evm_chain(client, staff, alice):
+    from collections_app.models import Collection
+    from collections_app.services import collection_create
+
+    # given collections on no blockchain (as the demo's are), on TEZOS and on BASE
+    data = {"steps": [{"id": 1, "nodeName": "prompt", "nodePayload": {"prompt": "a cat"}}]}
+    unset, tezos, base = (collection_create(user=alice, data=data, fields={"title": title})
+                          for title in ("Unset", "Tezos", "Base"))
+    Collection.objects.filter(pk=tezos.pk).update(blockchain="TEZOS")
+    Collection.objects.filter(pk=base.pk).update(blockchain="BASE")
+    client.force_login(staff)
+    form = {"price_wei": PRICE_WEI, "payout_address": Account.create().address}
+
+    # when staff list each of them in admin
+    refused = [client.post("/admin/collectors/collectionlisting/add/",
+                           {**form, "collection": c.pk}) for c in (unset, tezos)]
+    listed = client.post("/admin/collectors/collectionlisting/add/", {**form, "collection": base.pk})
+
+    # then the two that could never be sold are the form again, saying why and what to do
+    assert [r.status_code for r in refused] == [200, 200]
+    assert [r.context["adminform"].form.errors["collection"] for r in refused] == [
+        ["This collection is on no blockchain: set its blockchain to Ethereum or Base "
+         "(Collections) before listing it."],
+        ["This collection is on TEZOS, not an EVM chain: set its blockchain to Ethereum or Base "
+         "(Collections) before listing it."]]
+    assert listed.status_code == 302
+    assert list(CollectionListing.objects.values_list("collection_id", flat=True)) == [base.pk]
+    assert "<td class=\"field-blockchain\">BASE</td>" in client.get(
+        "/admin/collectors/collectionlisting/").content.decode()
+
+
+@pytest.mark.django_db
 def test_the_collector_page_is_a_shell_under_the_gallery_csp(client):
     response = client.get("/collector")
 
