@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -129,3 +131,57 @@ def history_add(*, job: Job, status: str, message: str, data: dict[str, Any] | N
     _publish_on_commit(job.pk, seq_value, "job_history", event_data)
     return JobHistory(id=row_id, job=job, status=status, message=message, data=clean,
                       retry_attempt=retry_attempt, dedupe_key=dedupe_key, created_at=now)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One history row for `history_add_many`; its dedupe key is required (it names the row)."""
+
+    status: str
+    message: str
+    dedupe_key: str
+    data: dict[str, Any] = field(default_factory=dict)
+    retry_attempt: int = 0
+
+
+_HISTORY_MANY_SQL = (
+    "WITH v AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(ord int, status text,"
+    " message text, data jsonb, retry_attempt int, dedupe_key text, event jsonb)), "
+    "h AS (INSERT INTO job_history (job_id, status, message, data, retry_attempt, dedupe_key,"
+    " created_at) SELECT %s, v.status, v.message, v.data, v.retry_attempt, v.dedupe_key, %s"
+    " FROM v ORDER BY v.ord"
+    " ON CONFLICT ON CONSTRAINT uniq_history_dedupe DO NOTHING RETURNING id, dedupe_key), "
+    "w AS (SELECT h.id, v.event, row_number() OVER (ORDER BY v.ord) AS n,"
+    " count(*) OVER () AS c FROM v JOIN h ON h.dedupe_key = v.dedupe_key), "
+    "s AS (UPDATE job SET event_seq = event_seq + (SELECT count(*) FROM w) WHERE id = %s"
+    " AND EXISTS (SELECT 1 FROM w) RETURNING event_seq) "
+    "INSERT INTO job_event (job_id, seq, event_type, data, created_at) "
+    "SELECT %s, s.event_seq - w.c + w.n, 'job_history', jsonb_set(w.event, '{id}', to_jsonb(w.id)),"
+    " %s FROM s, w RETURNING seq, data::text"
+)
+
+
+def history_add_many(*, job: Job, entries: Sequence[HistoryEntry]) -> int:
+    """`history_add` for several rows in one statement: the rows in order, each with its
+    `job_history` event numbered in the same order; rows whose dedupe key is already there are
+    skipped. Returns how many were written. The dedupe keys must differ from each other."""
+    if not entries:
+        return 0
+    keys = [e.dedupe_key for e in entries]
+    if len(set(keys)) != len(keys) or not all(keys):
+        raise ValueError("history_add_many needs distinct, non-empty dedupe keys")
+    now = timezone.now()
+    rows = []
+    for ord_, e in enumerate(entries):
+        clean = json.loads(json.dumps(e.data or {}, cls=DjangoJSONEncoder))
+        rows.append({"ord": ord_, "status": e.status, "message": e.message, "data": clean,
+                     "retry_attempt": e.retry_attempt, "dedupe_key": e.dedupe_key,
+                     "event": {"id": None, "job_id": str(job.pk), "status": e.status,
+                               "message": e.message, "data": clean,
+                               "retry_attempt": e.retry_attempt, "created_at": now.isoformat()}})
+    with connection.cursor() as cursor:
+        cursor.execute(_HISTORY_MANY_SQL, [json.dumps(rows), job.pk, now, job.pk, job.pk, now])
+        written = sorted((int(seq), data) for seq, data in cursor.fetchall())
+    for seq_value, data in written:
+        _publish_on_commit(job.pk, seq_value, "job_history", json.loads(data))
+    return len(written)

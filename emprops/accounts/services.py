@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -122,6 +122,17 @@ def _balances_locked(user: User) -> dict[str, CreditsBalance]:
     return rows
 
 
+def _spendable(user_id: Any) -> Decimal:
+    """Balances minus holds, in one round trip (the caller holds the user's ledger lock)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COALESCE(SUM(balance), 0) FROM {CreditsBalance._meta.db_table}"
+            " WHERE user_id = %s) - (SELECT COALESCE(SUM(remaining), 0) FROM"
+            f" {CreditsHold._meta.db_table} WHERE user_id = %s AND status = %s)",
+            [user_id, user_id, CreditsHold.Status.HELD])
+        return Decimal(cursor.fetchone()[0])
+
+
 def held_total(*, user: User) -> Decimal:
     total = (CreditsHold.objects.filter(user=user, status=CreditsHold.Status.HELD)
              .aggregate(s=Sum("remaining"))["s"])
@@ -167,9 +178,8 @@ def credits_require(*, user: User, amount: Decimal, quote: dict[str, Any]) -> No
     holds). Locks the user's ledger until the transaction ends, so holds created after it in the
     same transaction (a batch checked as one sum) cannot be overtaken by a concurrent request."""
     amount = Decimal(amount).quantize(FOUR_PLACES)
-    _lock_user(user.pk)
-    balances = _balances_locked(user)
-    spendable = sum((b.balance for b in balances.values()), Decimal(0)) - held_total(user=user)
+    _lock_user(user.pk)  # every ledger change takes this lock first: the sums below hold
+    spendable = _spendable(user.pk)
     if amount > spendable:
         raise InsufficientCredits(
             f"Not enough credits: this request costs {amount}, you have {spendable} available.",

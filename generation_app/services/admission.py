@@ -90,14 +90,15 @@ def _user_lock(user_id: Any) -> None:
 def admit_waiting(*, user_id: Any, known_waiting: bool = False) -> None:
     """Start the user's oldest waiting generations while they are under their running cap.
 
-    The cap is per user, so one user's flood never holds back another user's work.
+    The cap is per user, so one user's flood never holds back another user's work. Inside a
+    transaction it joins it (no savepoint): a finished generation's recording admits the next.
     """
     # Most users have nothing waiting: a plain read says so without a transaction. A generation
     # made to wait by a request that commits just after this read is started by the reaper.
     if not known_waiting and not Generation.objects.filter(job__user_id=user_id,
                                      status=Generation.Status.WAITING).exists():
         return
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         _user_lock(user_id)
         active = Generation.objects.filter(
             job__user_id=user_id,

@@ -114,8 +114,10 @@ def _time_out(job: Job) -> None:
             return
         error = NodeError(f"The job ran longer than {settings.MAX_JOB_RUN_SECONDS} s.",
                           failure_type="TIMEOUT")
+        writes = recording.JobWrites(locked)
         for gen in Generation.objects.select_for_update().filter(job=locked).exclude(
                 status__in=Generation.FINISHED):
-            recording.generation_fail(job=locked, gen=gen, component="job", error=error)
+            recording.generation_fail(writes=writes, gen=gen, component="job", error=error)
+        writes.flush()
         # the finished status is the stream's final `job_update` (clients watch for it)
         jobs.job_changed(job=locked)

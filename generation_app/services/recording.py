@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -46,30 +47,61 @@ logger = logging.getLogger(__name__)
 Ran = tuple[NodeRun, NodeOutput, Probe]  # an inline run done in memory: run, output, probe
 
 
-def _job_started(job: Job) -> None:
+@dataclass
+class JobWrites:
+    """What one recording transaction changes on its (locked) job, written once: the changed
+    fields in one UPDATE and the history rows, with their events, in one statement. `flush`
+    writes what is pending (before an event that must follow it, and at the end)."""
+
+    job: Job
+    fields: set[str] = field(default_factory=set)
+    history: list[jobs.HistoryEntry] = field(default_factory=list)
+    admit: bool = False  # a generation finished: its user's cap has a free slot
+
+
+    def set(self, **values: Any) -> None:
+        for name, value in values.items():
+            setattr(self.job, name, value)
+        self.fields.update(values)
+
+    def flush(self) -> None:
+        if self.admit:  # the freed slots go to the user's oldest waiting generations, now
+            self.admit = False
+            admit_waiting(user_id=self.job.user_id)
+        if self.history:
+            jobs.history_add_many(job=self.job, entries=self.history)
+            self.history = []
+        if self.fields:
+            self.job.save(update_fields=[*sorted(self.fields), "updated_at"])
+            self.fields = set()
+
+
+def _job_started(writes: JobWrites) -> None:
     """A pending job becomes processing (the caller holds its row lock)."""
+    job = writes.job
     if job.status == Job.Status.PENDING:
-        job.status = Job.Status.PROCESSING
-        job.started_at = timezone.now()
-        job.save(update_fields=["status", "started_at", "updated_at"])
+        now = timezone.now()
+        writes.set(status=Job.Status.PROCESSING, started_at=now, updated_at=now)
         jobs.job_changed(job=job)
 
 
-def _history_started(*, job: Job, run: NodeRun) -> None:
-    jobs.history_add(job=job, status="processing", message="Node started",
-                     data={"gid": run.gid, "node": run.node_name, "nodeId": run.step_id},
-                     retry_attempt=run.attempt - 1,
-                     # one row per node (per job retry), however often it is redelivered
-                     dedupe_key=f"start:{run.gid}:{run.step_id}:{job.retry_count}")
+def _history_started(*, writes: JobWrites, run: NodeRun) -> None:
+    writes.history.append(jobs.HistoryEntry(
+        status="processing", message="Node started",
+        data={"gid": run.gid, "node": run.node_name, "nodeId": run.step_id},
+        retry_attempt=run.attempt - 1,
+        # one row per node (per job retry), however often it is redelivered
+        dedupe_key=f"start:{run.gid}:{run.step_id}:{writes.job.retry_count}"))
 
 
 def _mark_started(*, run: NodeRun, job: Job, gen: Generation) -> None:
     with transaction.atomic():
-        locked = Job.objects.select_for_update().get(pk=job.pk)
-        _job_started(locked)
+        writes = JobWrites(Job.objects.select_for_update().get(pk=job.pk))
+        _job_started(writes)
         Generation.objects.filter(pk=gen.pk, status=Generation.Status.PENDING).update(
             status=Generation.Status.PROCESSING, started_at=timezone.now())
-        _history_started(job=locked, run=run)
+        _history_started(writes=writes, run=run)
+        writes.flush()
 
 
 def storage_key(*, job: Job, gid: int, step_id: int, filename: str) -> str:
@@ -170,6 +202,7 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
     now = timezone.now()
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
+        writes = JobWrites(locked)
         recorded = []
         sources: dict[int, dict[str, Any]] = {}
         for r, res, keys, p in done:
@@ -195,29 +228,29 @@ def node_run_complete(*, run: NodeRun, result: NodeOutput, payload: Mapping[str,
             return []
         gen = Generation.objects.select_for_update().get(job=locked, gid=run.gid)
         if run.inline:  # an inline run did not say it started: it does now, with its result
-            _job_started(locked)
+            _job_started(writes)
         _record_files(job=locked, gen=gen, recorded=recorded)
         for r, _keys, output in recorded:
             if r.inline:
-                _history_started(job=locked, run=r)
+                _history_started(writes=writes, run=r)
             source = sources.get(r.step_id)
-            jobs.history_add(job=locked, status="processing",
-                             message=f"Node {r.node_name} completed"
-                             + (f" from cache (job {source['jobId']})" if source else ""),
-                             data={"gid": r.gid, "node": r.node_name, "nodeId": r.step_id,
-                                   "output": output,
-                                   **({"cached": True, "cachedFrom": source} if source else {})},
-                             retry_attempt=r.attempt - 1,
-                             dedupe_key=f"done:{r.gid}:{r.step_id}:{locked.retry_count}")
+            writes.history.append(jobs.HistoryEntry(
+                status="processing",
+                message=f"Node {r.node_name} completed"
+                + (f" from cache (job {source['jobId']})" if source else ""),
+                data={"gid": r.gid, "node": r.node_name, "nodeId": r.step_id, "output": output,
+                      **({"cached": True, "cachedFrom": source} if source else {})},
+                retry_attempt=r.attempt - 1,
+                dedupe_key=f"done:{r.gid}:{r.step_id}:{locked.retry_count}"))
         unfinished: list[int] = []
         rows = _generation_runs(locked, run.gid)
         ready = _queue_ready(locked, run.gid, unfinished=unfinished, rows=rows)
         if not unfinished:
-            _generation_completed(job=locked, gen=gen, rows=rows)
+            _generation_completed(writes=writes, gen=gen, rows=rows)
         elif gen.status == Generation.Status.PENDING:
             Generation.objects.filter(pk=gen.pk).update(status=Generation.Status.PROCESSING,
                                                         started_at=run.started_at or now)
-        _update_progress(locked)
+        _update_progress(writes)
         inline = [item.run_id for item in ready if item.inline]
         _announce_on_commit([r.announce() for r in ready if r.run_id not in inline])
     return inline
@@ -311,10 +344,11 @@ def _job_cost_record(job: Job, *, gid: int, status: str, cost: Mapping[str, Any]
     job.data = data
 
 
-def _generation_completed(*, job: Job, gen: Generation,
+def _generation_completed(*, writes: JobWrites, gen: Generation,
                           rows: list[dict[str, Any]] | None = None) -> None:
     if gen.status in Generation.FINISHED:
         return
+    job = writes.job
     rows = rows if rows is not None else _generation_runs(job, gen.gid)
     output = _generation_output(job, gen, rows)
     cost, amount = _generation_cost(job, rows, failed=False)
@@ -329,18 +363,20 @@ def _generation_completed(*, job: Job, gen: Generation,
     data["outputs"] = sorted(outputs, key=lambda o: o["generation"]["id"])
     job.data = data
     _job_cost_record(job, gid=gen.gid, status=Generation.Status.COMPLETED, cost=cost)
-    job.save(update_fields=["data", "updated_at"])
+    writes.fields.add("data")
     accounts.credits_charge_generation(job_id=job.id, gid=gen.gid, amount=amount,
                                        comment=f"{job.name} (generation {gen.gid})")
-    jobs.history_add(job=job, status="completed", message="Generation completed successfully",
-                     data={"gid": gen.gid, "outputs": output},
-                     dedupe_key=f"gen-done:{gen.gid}:{job.retry_count}")
+    writes.history.append(jobs.HistoryEntry(
+        status="completed", message="Generation completed successfully",
+        data={"gid": gen.gid, "outputs": output},
+        dedupe_key=f"gen-done:{gen.gid}:{job.retry_count}"))
     webhooks.generation_completed(job=job, output=output)
-    _after_generation_finished(job)
+    _after_generation_finished(writes)
 
 
-def _after_generation_finished(job: Job) -> None:
-    transaction.on_commit(lambda: admit_waiting(user_id=job.user_id))
+def _after_generation_finished(writes: JobWrites) -> None:
+    job = writes.job
+    writes.admit = True
     statuses = list(Generation.objects.filter(job=job).values_list("status", flat=True))
     if any(s not in Generation.FINISHED for s in statuses):
         return
@@ -348,15 +384,13 @@ def _after_generation_finished(job: Job) -> None:
     if Generation.Status.FAILED in statuses:
         failed = Generation.objects.filter(job=job, status=Generation.Status.FAILED).order_by(
             "gid").first()
-        job.status = Job.Status.FAILED
-        job.error_message = failed.error if failed else "Generation failed"
+        writes.set(status=Job.Status.FAILED,
+                   error_message=failed.error if failed else "Generation failed")
     elif Generation.Status.CANCELLED in statuses:
-        job.status = Job.Status.CANCELLED
+        writes.set(status=Job.Status.CANCELLED)
     else:
-        job.status = Job.Status.COMPLETED
-        job.error_message = None
-    job.completed_at = now
-    job.save(update_fields=["status", "error_message", "completed_at", "updated_at"])
+        writes.set(status=Job.Status.COMPLETED, error_message=None)
+    writes.set(completed_at=now)
     accounts.credits_release_job(job_id=job.id)
     webhooks.job_finished(job=job)
     if job.job_type == "replay" and job.status == Job.Status.COMPLETED:
@@ -367,20 +401,20 @@ def _after_generation_finished(job: Job) -> None:
         transaction.on_commit(lambda: replay_verdict_record(job_id=job_id))
 
 
-def _update_progress(job: Job) -> None:
+def _update_progress(writes: JobWrites) -> None:
+    """Write what is pending on the job with its new progress, then its `job_update`."""
+    job = writes.job
     # one row back whatever the job's size
     agg = NodeRun.objects.filter(job=job).aggregate(
         n=Count("id"), done=Count("id", filter=Q(status__in=DONE)),
         partial=Sum("progress", filter=~Q(status__in=DONE)))
-    if not agg["n"]:
-        return
-    progress = int(100 * (agg["done"] + (agg["partial"] or 0.0)) / agg["n"])
-    if job.status == Job.Status.COMPLETED:
-        progress = 100
-    job.progress = progress
-    job.save(update_fields=["progress", "updated_at"])
-    jobs.job_changed(job=job)
-    webhooks.job_progress(job=job)
+    if agg["n"]:
+        progress = int(100 * (agg["done"] + (agg["partial"] or 0.0)) / agg["n"])
+        writes.set(progress=100 if job.status == Job.Status.COMPLETED else progress)
+    writes.flush()
+    if agg["n"]:
+        jobs.job_changed(job=job)
+        webhooks.job_progress(job=job)
 
 
 def node_run_progress(*, run: NodeRun, fraction: float) -> None:
@@ -394,7 +428,7 @@ def node_run_progress(*, run: NodeRun, fraction: float) -> None:
         job = Job.objects.select_for_update().get(pk=run.job_id)
         if job.status in Job.FINISHED:
             return
-        _update_progress(job)
+        _update_progress(JobWrites(job))
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -466,15 +500,20 @@ def node_run_fail(*, run: NodeRun, error: NodeError) -> list[int]:
         if not won:
             return []
         gen = Generation.objects.select_for_update().get(job=locked, gid=run.gid)
-        generation_fail(job=locked, gen=gen, component=run.alias or run.node_name, error=error)
-        _update_progress(locked)
+        writes = JobWrites(locked)
+        generation_fail(writes=writes, gen=gen, component=run.alias or run.node_name,
+                        error=error)
+        _update_progress(writes)
     return []
 
 
-def generation_fail(*, job: Job, gen: Generation, component: str, error: NodeError) -> None:
-    """Fail one generation: its other work stops, its hold share is released."""
+def generation_fail(*, writes: JobWrites, gen: Generation, component: str,
+                    error: NodeError) -> None:
+    """Fail one generation: its other work stops, its hold share is released. The caller
+    flushes `writes`."""
     if gen.status in Generation.FINISHED:
         return
+    job = writes.job
     message = f"Error in component '{component}': {error.message}"
     gen.status = Generation.Status.FAILED
     gen.error = message
@@ -487,9 +526,10 @@ def generation_fail(*, job: Job, gen: Generation, component: str, error: NodeErr
     accounts.credits_release_generation(job_id=job.id, gid=gen.gid)
     cost, _amount = _generation_cost(job, _generation_runs(job, gen.gid), failed=True)
     _job_cost_record(job, gid=gen.gid, status=Generation.Status.FAILED, cost=cost)
-    job.save(update_fields=["data", "updated_at"])
-    jobs.history_add(job=job, status="failed", message=f"Generation failed: {message}",
-                     data={"gid": gen.gid, "error": message, "failure_type": error.failure_type,
-                           "retryable": error.retryable},
-                     dedupe_key=f"gen-failed:{gen.gid}:{job.retry_count}")
-    _after_generation_finished(job)
+    writes.fields.add("data")
+    writes.history.append(jobs.HistoryEntry(
+        status="failed", message=f"Generation failed: {message}",
+        data={"gid": gen.gid, "error": message, "failure_type": error.failure_type,
+              "retryable": error.retryable},
+        dedupe_key=f"gen-failed:{gen.gid}:{job.retry_count}"))
+    _after_generation_finished(writes)
