@@ -48,7 +48,7 @@ def _spend_one(*, collector_id: int, collection_id: UUID) -> MiniappPayment:
         payment_status=MiniappPayment.Status.CONFIRMED).values_list("generations_allowed",
                                                                      flat=True))
     raise Conflict(f"No paid generations left: {paid} bought, all collected or running. Buy "
-                   "more (POST /api/collections/{id}/purchases) to collect again.",
+                   f"more (POST /api/collections/{collection_id}/purchases) to collect again.",
                    details={"reason": "no_paid_generations", "paid": paid})
 
 
