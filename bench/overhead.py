@@ -173,6 +173,35 @@ def baseline_round(*, user: Any, n: int, history_rows: int, event_rows: int, tag
             "jobs_per_s": round(n / wall, 2)}
 
 
+def single_latencies(*, user: Any, n: int, timeout: float,
+                     data: dict[str, Any]) -> dict[str, Any]:
+    """One job at a time on an otherwise idle platform: median seconds from the submit's start to
+    the job committed as finished (platform), and from `apply_async` to the bare task's row
+    (baseline), alternating the two sides."""
+    from bench.bare_tasks import BARE_JOB_TYPE, bare_write
+    from generation_app.services.requests import job_create_from_input, job_input_prepare
+    from jobs_app.models import Job
+
+    platform_s, bare_s = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        job_id = job_create_from_input(user=user, collection_id=None,
+                                       job_input=job_input_prepare(user=user, data=data),
+                                       name=f"bench single {i}").id
+        done = wait_until(lambda j=job_id: Job.objects.filter(id=j, status__in=Job.FINISHED)
+                          .count(), 1, timeout, "single platform job")
+        platform_s.append(done - t0)
+        tag = f"single-{i}-{uuid.uuid4().hex[:6]}"
+        t0 = time.perf_counter()
+        bare_write.apply_async((str(user.id), 6, 10, tag), queue="engine")
+        done = wait_until(lambda t=tag: Job.objects.filter(job_type=BARE_JOB_TYPE, data__run=t)
+                          .count(), 1, timeout, "single bare task")
+        bare_s.append(done - t0)
+    platform_p50, bare_p50 = statistics.median(platform_s), statistics.median(bare_s)
+    return {"jobs": n, "platform_p50_s": round(platform_p50, 4),
+            "baseline_p50_s": round(bare_p50, 4), "ratio": round(platform_p50 / bare_p50, 2)}
+
+
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     walls = [r["wall_s"] for r in rounds]
     return {"median_wall_s": round(statistics.median(walls), 4),
@@ -220,6 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             order = (do_platform, do_baseline) if i % 2 == 0 else (do_baseline, do_platform)
             for step in order:
                 step()
+        single = single_latencies(user=user, n=args.single, timeout=args.timeout, data=data)
     finally:
         worker.stop()
     platform_summary = summary(platform_rounds)
@@ -237,6 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline": baseline_summary,
         "ratio_wall_platform_over_baseline": round(
             platform_summary["median_wall_s"] / baseline_summary["median_wall_s"], 2),
+        "single_job": single,
     }
 
 
@@ -269,6 +300,10 @@ def readme_block(result: dict[str, Any]) -> str:
         f"{statistics.median(r['job_latency_s']['p50'] for r in p['rounds'])} s; submitting "
         f"{c['jobs']} jobs took a median "
         f"{statistics.median(r['submit_s'] for r in p['rounds'])} s of the platform's wall time.",
+        *([""] + [f"One job at a time (median of {s['jobs']}): created to completed "
+                  f"{s['platform_p50_s']} s against a bare task's round trip of "
+                  f"{s['baseline_p50_s']} s, **{s['ratio']}x**."]
+          if (s := result.get("single_job")) else []),
         end,
     ])
 
@@ -292,6 +327,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300, help="bound on every wait (s)")
+    parser.add_argument("--single", type=int, default=10,
+                        help="jobs measured one at a time for the idle latency (and as many bare)")
     parser.add_argument("--ref", choices=sorted(REF_PATHS), help="add a $ref to step 2")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--readme", type=Path, help="update the figures in this README")

@@ -104,7 +104,7 @@ def _replan(*, job: Job, gids: list[int]) -> _Replan:
     plan_steps(job.input or {})
     data = generation_input_validate(job.input or {})
     plan = plan_steps(data)
-    quoted = quote_steps(plan.steps, generations=len(gids))
+    quoted = quote_steps(plan.steps, generations=len(gids), workflows=plan.named)
     quote, per_generation = quoted.public(), quoted.per_generation
     digests = workflow_snapshots_store(plan.workflows)
     runs = {}

@@ -46,10 +46,13 @@ class Quote:
                 "generations": self.generations, "breakdown": [dict(b) for b in self.breakdown]}
 
 
-def quote_steps(steps: Iterable[Mapping[str, Any]], *, generations: int) -> Quote:
-    """The quote of `steps` for `generations` generations (runs each credits script once)."""
+def quote_steps(steps: Iterable[Mapping[str, Any]], *, generations: int,
+                workflows: Mapping[str, Workflow] | None = None) -> Quote:
+    """The quote of `steps` for `generations` generations (runs each credits script once);
+    `workflows`, when given, holds every workflow the steps name (`StepPlan.named`)."""
     steps = [s for s in steps if isinstance(s, Mapping)]
-    workflows = workflows_by_name(names={str(s.get("nodeName")) for s in steps})
+    if workflows is None:
+        workflows = workflows_by_name(names={str(s.get("nodeName")) for s in steps})
     breakdown = []
     per_generation = Decimal(0)
     for step in steps:

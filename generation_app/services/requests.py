@@ -116,7 +116,7 @@ class JobInput:
             steps=[by_id[moved(s["id"])] for s in self.plan.steps],
             skipped=[by_id[moved(s["id"])] for s in self.plan.skipped],
             deps={moved(k): {moved(d) for d in v} for k, v in self.plan.deps.items()},
-            workflows=self.plan.workflows)
+            workflows=self.plan.workflows, named=self.plan.named)
         quote = {**self.quote, "breakdown": [{**b, "stepId": moved(b.get("stepId"))}
                                              for b in self.quote.get("breakdown") or []]}
         return replace(self, data=data, plan=plan, quote=quote)
@@ -127,7 +127,7 @@ def job_input_quote(*, data: dict[str, Any], plan: StepPlan, hashes: list[str],
                     overrides: Mapping[str, str] | None = None) -> JobInput:
     """Quote a validated and planned GenerationInput for these hashes (runs each step's credits
     script once); writes nothing."""
-    quoted = quote_steps(plan.steps, generations=len(hashes))
+    quoted = quote_steps(plan.steps, generations=len(hashes), workflows=plan.named)
     quote, per_generation = quoted.public(), quoted.per_generation
     return JobInput(data=data, plan=plan, hashes=hashes, quote=quote,
                     per_generation=per_generation, variables=dict(variables or {}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from emprops.errors import GraphError, Unprocessable, ValidationFailed
@@ -31,6 +31,9 @@ class StepPlan:
     skipped: list[dict[str, Any]]
     deps: dict[int, set[int]]
     workflows: dict[str, Workflow]
+    # every workflow a runnable step names, built-in names too (a `basic` workflow prices a
+    # built-in): what the quote reads, so quoting a plan asks the database nothing more
+    named: dict[str, Workflow] = field(default_factory=dict)
 
 
 def workflow_snapshot(workflow: Workflow | None) -> dict[str, Any] | None:
@@ -101,8 +104,8 @@ def plan_steps(data: Mapping[str, Any]) -> StepPlan:
              if s.get("id") != VARIABLES_STEP_ID and s.get("nodeName") != VARIABLES_NODE]
     skipped = [s for s in steps if s.get("skip")]
     runnable = [s for s in steps if not s.get("skip")]
-    names = {s["nodeName"] for s in runnable if s["nodeName"] not in BUILTIN}
-    workflows = workflows_by_name(names=names)
+    named = workflows_by_name(names={str(s["nodeName"]) for s in runnable})
+    workflows = {n: wf for n, wf in named.items() if n not in BUILTIN}
     problems: dict[str, list[str]] = {}
     for index, step in enumerate(runnable):
         name = step["nodeName"]
@@ -135,7 +138,7 @@ def plan_steps(data: Mapping[str, Any]) -> StepPlan:
     cycle = find_cycle(deps)
     if cycle:
         raise GraphError(f"The steps form a cycle: {cycle}.", details={"steps": [f"Cycle {cycle}."]})
-    return StepPlan(steps=runnable, skipped=skipped, deps=deps, workflows=workflows)
+    return StepPlan(steps=runnable, skipped=skipped, deps=deps, workflows=workflows, named=named)
 
 
 def _check_comfy_values(steps: list[dict[str, Any]], workflows: Mapping[str, Workflow]) -> None:
