@@ -57,6 +57,7 @@ class JobWrites:
     fields: set[str] = field(default_factory=set)
     history: list[jobs.HistoryEntry] = field(default_factory=list)
     admit: bool = False  # a generation finished: its user's cap has a free slot
+    started: bool = False  # the job became processing: its `job_update` precedes the rows
 
 
     def set(self, **values: Any) -> None:
@@ -68,6 +69,10 @@ class JobWrites:
         if self.admit:  # the freed slots go to the user's oldest waiting generations, now
             self.admit = False
             admit_waiting(user_id=self.job.user_id)
+        if self.started:
+            self.started = False
+            if self.job.status not in Job.FINISHED:  # else its final `job_update` says it all
+                jobs.job_changed(job=self.job)
         if self.history:
             jobs.history_add_many(job=self.job, entries=self.history)
             self.history = []
@@ -82,7 +87,7 @@ def _job_started(writes: JobWrites) -> None:
     if job.status == Job.Status.PENDING:
         now = timezone.now()
         writes.set(status=Job.Status.PROCESSING, started_at=now, updated_at=now)
-        jobs.job_changed(job=job)
+        writes.started = True
 
 
 def _history_started(*, writes: JobWrites, run: NodeRun) -> None:
@@ -405,14 +410,18 @@ def _update_progress(writes: JobWrites) -> None:
     """Write what is pending on the job with its new progress, then its `job_update`."""
     job = writes.job
     # one row back whatever the job's size
-    agg = NodeRun.objects.filter(job=job).aggregate(
-        n=Count("id"), done=Count("id", filter=Q(status__in=DONE)),
-        partial=Sum("progress", filter=~Q(status__in=DONE)))
-    if agg["n"]:
-        progress = int(100 * (agg["done"] + (agg["partial"] or 0.0)) / agg["n"])
-        writes.set(progress=100 if job.status == Job.Status.COMPLETED else progress)
+    has_runs = True
+    if job.status == Job.Status.COMPLETED:  # every run is done
+        writes.set(progress=100)
+    else:
+        agg = NodeRun.objects.filter(job=job).aggregate(
+            n=Count("id"), done=Count("id", filter=Q(status__in=DONE)),
+            partial=Sum("progress", filter=~Q(status__in=DONE)))
+        has_runs = bool(agg["n"])
+        if has_runs:
+            writes.set(progress=int(100 * (agg["done"] + (agg["partial"] or 0.0)) / agg["n"]))
     writes.flush()
-    if agg["n"]:
+    if has_runs:
         jobs.job_changed(job=job)
         webhooks.job_progress(job=job)
 

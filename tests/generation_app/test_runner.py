@@ -48,7 +48,7 @@ TWO_STEPS = [*ONE_STEP,
 # completion renews its claim before storing files), inside the
 # test's transaction, so each outer atomic block counts as a SAVEPOINT and its RELEASE: a rise fails.
 SUBMIT_QUERIES = 12  # job_create_from_input: a 2-step prompt input, 1 generation (its first run queued in the same inserts)
-EXECUTE_CHAIN_QUERIES = 31  # node_run_execute of step 1, which runs step 2 in memory and records both, completing the generation and the job
+EXECUTE_CHAIN_QUERIES = 29  # node_run_execute of step 1, which runs step 2 in memory and records both, completing the generation and the job
 
 
 def _input(steps: list[dict[str, Any]], count: int) -> dict[str, Any]:
