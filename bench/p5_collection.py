@@ -84,7 +84,8 @@ def naive_render(code: str) -> bytes:
         route.fulfill(body=body, content_type=kind)
 
     context.route("**/*", handle)
-    context.add_init_script(script=env.init_script())
+    # the real clock: nothing steps frames on a bare page (the node's runtime steps them itself)
+    context.add_init_script(script=env.init_script(live=True))
     page = context.new_page()
     page.goto(r.PAGE_URL)
     png = page.wait_for_function(
