@@ -121,7 +121,7 @@ def admit_waiting(*, user_id: Any, known_waiting: bool = False) -> None:
 def generations_admit_new(*, job: Job, count: int) -> int | None:
     """How many of a new job's `count` generations may start at once (the rest wait), holding
     the user's cap lock to the end of the transaction; None when older generations of the user
-    are waiting, which go first (`admit_waiting`)."""
+    are waiting and a slot is free: they go first (`admit_waiting`)."""
     if job.not_before is not None and job.not_before > timezone.now():
         return 0
     _user_lock(job.user_id)
@@ -129,10 +129,12 @@ def generations_admit_new(*, job: Job, count: int) -> int | None:
         job__user_id=job.user_id, status__in=(Generation.Status.WAITING, Generation.Status.PENDING,
                                               Generation.Status.PROCESSING))
         .values_list("status").annotate(n=Count("id")).values_list("status", "n"))
-    if counts.get(Generation.Status.WAITING):
-        return None
     active = counts.get(Generation.Status.PENDING, 0) + counts.get(Generation.Status.PROCESSING, 0)
-    return max(0, min(count, settings.MAX_RUNNING_GENERATIONS_PER_USER - active))
+    free = max(0, settings.MAX_RUNNING_GENERATIONS_PER_USER - active)
+    if counts.get(Generation.Status.WAITING):
+        # older generations go first; with no free slot there is nothing to hand out at all
+        return None if free else 0
+    return min(count, free)
 
 
 def runs_announce(runs: list[NodeRun], priority: int) -> None:

@@ -494,6 +494,31 @@ def test_admission_starts_the_oldest_job_first(alice, settings, purge_broker,
         ["completed", "completed", "pending"], ["pending", "waiting"])
 
 
+def test_a_submit_behind_waiting_generations_waits_and_a_free_slot_goes_to_the_oldest(
+        alice, settings, django_assert_max_num_queries):
+    # given alice at her cap of 2 with an older job's generation waiting
+    settings.MAX_RUNNING_GENERATIONS_PER_USER = 2
+    older = _submit(alice, count=3)
+    job_input = job_input_prepare(user=alice, data=_input(TWO_STEPS, 1))
+
+    # when she submits another job while no slot is free
+    with django_assert_max_num_queries(SUBMIT_QUERIES):  # no admission pass: nothing to hand out
+        newer = job_create_from_input(user=alice, collection_id=None, job_input=job_input,
+                                      name="behind")
+
+    # then its generation waits behind the older one
+    assert (_statuses(older), _statuses(newer)) == (
+        ["pending", "pending", "waiting"], ["waiting"])
+
+    # and when a slot is free at the next submit (a running generation was cancelled meanwhile)
+    Generation.objects.filter(job=older, gid=0).update(status=Generation.Status.CANCELLED)
+    latest = _submit(alice, count=1)
+
+    # then the older job's waiting generation takes it, not the new ones
+    assert (_statuses(older), _statuses(newer), _statuses(latest)) == (
+        ["cancelled", "pending", "pending"], ["waiting"], ["waiting"])
+
+
 def test_another_users_job_is_admitted_independently(alice, bob, settings):
     # given alice at her cap of 2 with 3 generations waiting
     settings.MAX_RUNNING_GENERATIONS_PER_USER = 2
