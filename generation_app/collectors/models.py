@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 # uint256 has at most 78 decimal digits
 WEI_DIGITS = 78
@@ -126,7 +127,8 @@ class MiniappPayment(models.Model):
     failure_reason = models.CharField(max_length=500, blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # set by the service (the same instant as `confirmed_at` for a payment confirmed at once)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     confirmed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -140,7 +140,7 @@ def purchase_submit(*, user: Any, collection_id: UUID | str, tx_hash: str) -> Mi
                 generations_allowed=verdict.quantity, transaction_hash=tx_hash,
                 blockchain=sale.chain.blockchain, chain_id=sale.chain.chain_id,
                 method=verdict.method, block_number=verdict.block_number, attempts=1,
-                confirmed_at=now if verdict.confirmed else None,
+                created_at=now, confirmed_at=now if verdict.confirmed else None,
                 next_attempt_at=None if verdict.confirmed
                 else now + timedelta(seconds=settings.PURCHASE_RECHECK_SECONDS))
     except IntegrityError:  # another request recorded this hash first

@@ -126,6 +126,9 @@ def test_a_direct_payment_buys_value_over_price_generations(chain, make_sale, co
             body["generations_left"], body["amount"]) == (
         "confirmed", "direct", 3, 3, str(3 * PRICE_WEI + 123))
     assert body["transaction_hash"] == tx.lower()
+    # confirmed when it was recorded: one instant, not confirmed before it was created
+    payment = MiniappPayment.objects.get(transaction_hash=tx.lower())
+    assert payment.confirmed_at == payment.created_at
     sale.listing.refresh_from_db()
     assert sale.listing.editions_reserved == 3
     # the owner sees the sale and the collector
