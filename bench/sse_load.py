@@ -17,7 +17,8 @@ PostgreSQL and Redis. Each round:
    (`--connect-concurrency`): all at once, or at most N connecting at a time (a stream stops
    counting once connected). A stream counts as connected when its snapshot (`history_init`)
    arrives. Connect time: from the first attempt to the last snapshot;
-3. while every stream is open and idle: the web process's database connections in
+3. while every stream is open and idle (the web process under 5 % of a core, so the streams'
+   connect-time reads are over): the web process's database connections in
    `pg_stat_activity` (its connections carry their own `application_name`), sampled, and its RSS.
    `--heartbeat` (EVENTS_HEARTBEAT_SECONDS, 60 here against 15 in production) is longer than the
    connect and idle phases: on each quiet heartbeat a stream reads the job's missed events from
@@ -304,8 +305,16 @@ async def streams_round(args: argparse.Namespace, web: Web, users: list[tuple[An
         n_connected = sum(s.connect_s is not None for s in subs)
         rss_connected, threads_connected = web.rss_mb(), web.threads()
 
-        # idle: every stream open, nothing published
+        # idle: every stream open, nothing published, and the web process done with the streams'
+        # connect-time reads (after its snapshot a stream subscribes, then reads what it missed):
+        # sampled once the web process has used under 5 % of a core for half a second (bounded)
         await asyncio.sleep(1.0)
+        quiet_deadline = time.perf_counter() + 30
+        while time.perf_counter() < quiet_deadline:
+            before = web.cpu_s()
+            await asyncio.sleep(0.5)
+            if web.cpu_s() - before < 0.025:
+                break
         samples = []
         for _ in range(args.idle_samples):
             samples.append(await asyncio.to_thread(web_connections, APP_NAME))
