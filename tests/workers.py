@@ -8,13 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,3 +152,20 @@ def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.2) -> Any:
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def outside_playwright(fn: Any) -> Any:
+    """Run ORM code in a plain thread: Playwright's sync API keeps an event loop in this one."""
+    result: list[Any] = []
+
+    def target() -> None:
+        try:
+            result.append(fn())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert result, "the ORM call failed or hung"
+    return result[0]

@@ -6,11 +6,10 @@ from __future__ import annotations
 import copy
 import os
 import re
-import threading
 from typing import Any
 
 import pytest
-from django.db import connections, transaction
+from django.db import transaction
 
 from collections_app.services import (
     collection_create,
@@ -40,23 +39,6 @@ def web(django_db_setup: Any, django_db_blocker: Any,
         server = WebProcess(tmp_path_factory.mktemp("gallery")).start()
     yield server
     server.stop()
-
-
-def _outside_playwright(fn: Any) -> Any:
-    """Run ORM code in a plain thread: Playwright's sync API keeps an event loop in this one."""
-    result: list[Any] = []
-
-    def target() -> None:
-        try:
-            result.append(fn())
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30)
-    assert result, "the ORM call failed or hung"
-    return result[0]
 
 
 def _chromium() -> tuple[Any, str]:

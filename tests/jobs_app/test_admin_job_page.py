@@ -6,7 +6,6 @@ import html
 import json
 import os
 import re
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -14,14 +13,14 @@ import httpx
 import pytest
 from django.contrib.admin.utils import display_for_value
 from django.core import signing
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from generation_app.models import Generation, NodeRun
 from jobs_app.events import EVENTS_TOKEN_SALT
 from jobs_app.models import Job, JobEvent, JobHistory
 from jobs_app.services import history_add, job_changed
-from tests.workers import WebProcess
+from tests.workers import WebProcess, outside_playwright
 
 HASH = "0x1b6d7d3b5716b08423674afa46cb18cc4d9e1a275822e32018d418b272d55697"
 IMAGE_URL = "/media/generations/u/j/0/2/p5.png"
@@ -275,23 +274,6 @@ def test_the_pages_token_opens_the_event_stream_on_a_real_server(client, staff, 
     assert int(frames[1]["id"]) == JobEvent.objects.filter(job=job).count()
 
 
-def _outside_playwright(fn: Any) -> Any:
-    """Run ORM code in a plain thread: Playwright's sync API keeps an event loop in this one."""
-    result: list[Any] = []
-
-    def target() -> None:
-        try:
-            result.append(fn())
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30)
-    assert result, "the ORM call failed or hung"
-    return result[0]
-
-
 @pytest.mark.browser
 @pytest.mark.server
 @pytest.mark.timeout(90)
@@ -332,7 +314,7 @@ def test_the_page_follows_the_job_live_in_a_real_browser(client, staff, alice, t
                     job_changed(job=job)
                 return row
 
-            started = _outside_playwright(run)
+            started = outside_playwright(run)
             page.wait_for_selector(f'#job-history tr[data-id="{started.id}"]', timeout=15_000)
             page.wait_for_function(
                 "document.getElementById('job-live-status').textContent === 'processing'",
@@ -354,7 +336,7 @@ def test_the_page_follows_the_job_live_in_a_real_browser(client, staff, alice, t
                     job_changed(job=job)
                 return row
 
-            done = _outside_playwright(complete)
+            done = outside_playwright(complete)
 
             # then the page shows it without a reload: status, progress, rows and the output
             page.wait_for_selector(f'#job-outputs img[src="{IMAGE_URL}"]', timeout=15_000)

@@ -5,16 +5,14 @@ collected."""
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
 import pytest
-from django.db import connections
 from eth_account import Account
 
 from generation_app.collectors.models import MiniappGeneration, MiniappPayment, MiniappUser
 from tests.generation_app.collectors.conftest import PRICE_WEI, sign
-from tests.workers import WebProcess
+from tests.workers import WebProcess, outside_playwright
 
 pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.timeout(60)]
 
@@ -35,23 +33,6 @@ def web(django_db_setup: Any, django_db_blocker: Any,
         server = WebProcess(tmp_path_factory.mktemp("collector-page")).start()
     yield server
     server.stop()
-
-
-def _outside_playwright(fn: Any) -> Any:
-    """Run ORM code in a plain thread: Playwright's sync API keeps an event loop in this one."""
-    result: list[Any] = []
-
-    def target() -> None:
-        try:
-            result.append(fn())
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30)
-    assert result, "the ORM call failed or hung"
-    return result[0]
 
 
 def _collected(wallet: str, collection: Any) -> None:
@@ -93,7 +74,7 @@ def test_a_wallet_signs_in_on_the_collector_page_and_sees_its_generations(
             page.click("#collector-sign-in")
             page.locator("#collector-sign-out").wait_for(state="visible", timeout=10_000)
             signed_in = page.inner_text("#collector-status")
-            _outside_playwright(lambda: _collected(account.address, sale.collection))
+            outside_playwright(lambda: _collected(account.address, sale.collection))
             page.reload()
             page.locator("#collector-generations figure").wait_for(timeout=10_000)
             seen = {"status": page.inner_text("#collector-status"),
