@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import redis
     from django.conf import settings
 
-    from bench.overhead import Worker
+    from bench.harness import Worker
 
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()  # messages of earlier runs
     redis.Redis.from_url(settings.CACHES["default"]["LOCATION"]).flushdb()  # throttle counters

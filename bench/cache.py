@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 import uuid
@@ -30,9 +29,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.harness import git_rev, write_block  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emprops.settings")
 
-BEGIN, END = "<!-- cache:begin -->", "<!-- cache:end -->"
+MARKER = "cache"  # bench/README.md block
 
 
 def _finished(job_id: Any, timeout: float) -> tuple[Any, float]:
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import redis
     from django.conf import settings
 
-    from bench.overhead import Worker
+    from bench.harness import Worker
     from collections_app.demo import demos
     from collections_app.models import Collection, Project
     from emprops.accounts.services import user_provision
@@ -110,25 +112,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "config": {"collection": f"{demo.title} (1 p5 step, 512 px)", "hashes": args.hashes,
                    "concurrency": args.concurrency, "cpus": os.cpu_count(),
-                   "python": platform.python_version(), "git": _git_rev()},
+                   "python": platform.python_version(), "git": git_rev()},
         "first": first, "second": second,
         "ratio_second_over_first": round(second["wall_s"] / first["wall_s"], 4),
         "replay": {"job_id": str(replay_job.id), "verdict": verdict.get("verdict")},
     }
 
 
-def _git_rev() -> str:
-    import subprocess
-
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                         text=True)
-    return out.stdout.strip() or "?"
-
-
 def readme_block(result: dict[str, Any]) -> str:
     c, a, b = result["config"], result["first"], result["second"]
     return "\n".join([
-        BEGIN,
         f"Collection: {c['collection']}, {c['hashes']} fixed hashes. Last run: "
         f"{time.strftime('%Y-%m-%d')}, commit {c['git']}, {c['cpus']} CPUs, Python "
         f"{c['python']}, worker concurrency {c['concurrency']}.",
@@ -142,20 +135,12 @@ def readme_block(result: dict[str, Any]) -> str:
         "",
         f"Second / first (wall): **{result['ratio_second_over_first']}**. Replay of generation 0 "
         f"of the first job (rendered again, no cache): **{result['replay']['verdict']}**.",
-        END,
     ])
 
 
 def write_readme(path: Path, result: dict[str, Any]) -> None:
     """Replace this benchmark's figures between its markers (the rest of the file is kept)."""
-    text = path.read_text() if path.exists() else ""
-    block = readme_block(result)
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: block, text)
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
+    write_block(path, MARKER, readme_block(result))
 
 
 def main() -> int:

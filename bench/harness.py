@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,54 @@ def write_block(path: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
     path.write_text(text)
+
+
+class Worker:
+    """`celery worker` on every platform queue, plus the baseline task module."""
+
+    def __init__(self, *, concurrency: int, log: Path) -> None:
+        self.concurrency = concurrency
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float) -> Worker:
+        from generation_app.queues import all_queue_names
+
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.write_bytes(b"")
+        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "emprops", "worker",
+             "-Q", ",".join(all_queue_names()), "-c", str(self.concurrency), "-P", "prefork",
+             "-I", "bench.bare_tasks", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
+             "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
+            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self._tail()}")
+            if self._ready():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout} s: {self._tail()}")
+
+    def _ready(self) -> bool:
+        # at WARNING the "ready." banner is not logged: ask the worker itself
+        from emprops.celery import app
+
+        replies = app.control.ping(timeout=0.5)
+        return bool(replies)
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)

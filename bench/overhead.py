@@ -27,8 +27,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.harness import Worker, git_rev, write_block  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emprops.settings")
 
 GENERATION_INPUT = {
@@ -63,60 +64,8 @@ def generation_input(ref: str | None) -> dict[str, Any]:
     return data
 
 
-def _markers(result: dict[str, Any]) -> tuple[str, str]:
-    name = "overhead" + (f"-ref-{result['config']['ref']}" if result["config"].get("ref") else "")
-    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-
-
-class Worker:
-    """`celery worker` on every platform queue, plus the baseline task module."""
-
-    def __init__(self, *, concurrency: int, log: Path) -> None:
-        self.concurrency = concurrency
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float) -> Worker:
-        from generation_app.queues import all_queue_names
-
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.log.write_bytes(b"")
-        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "emprops", "worker",
-             "-Q", ",".join(all_queue_names()), "-c", str(self.concurrency), "-P", "prefork",
-             "-I", "bench.bare_tasks", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
-             "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self._tail()}")
-            if self._ready():
-                return self
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready in {timeout} s: {self._tail()}")
-
-    def _ready(self) -> bool:
-        # at WARNING the "ready." banner is not logged: ask the worker itself
-        from emprops.celery import app
-
-        replies = app.control.ping(timeout=0.5)
-        return bool(replies)
-
-    def _tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+def _block_name(result: dict[str, Any]) -> str:
+    return "overhead" + (f"-ref-{result['config']['ref']}" if result["config"].get("ref") else "")
 
 
 def wait_until(count: Any, n: int, timeout: float, what: str) -> float:
@@ -262,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "rows_per_job": {"history": per_job_history, "events": per_job_events},
                    "max_running_generations_per_user": settings.MAX_RUNNING_GENERATIONS_PER_USER,
                    "ref": args.ref, "cpus": os.cpu_count(), "python": platform.python_version(),
-                   "machine": platform.machine(), "git": _git_rev()},
+                   "machine": platform.machine(), "git": git_rev()},
         "platform": platform_summary,
         "baseline": baseline_summary,
         "ratio_wall_platform_over_baseline": round(
@@ -271,17 +220,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _git_rev() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                         text=True)
-    return out.stdout.strip() or "?"
-
-
 def readme_block(result: dict[str, Any]) -> str:
     c, p, b = result["config"], result["platform"], result["baseline"]
-    begin, end = _markers(result)
     return "\n".join([
-        begin,
         f"Job: {c['job']}.",
         f"Last run: {time.strftime('%Y-%m-%d')}, commit {c['git']}, {c['cpus']} CPUs, "
         f"Python {c['python']}, worker concurrency {c['concurrency']}, {c['jobs']} jobs a round, "
@@ -304,21 +245,12 @@ def readme_block(result: dict[str, Any]) -> str:
                   f"{s['platform_p50_s']} s against a bare task's round trip of "
                   f"{s['baseline_p50_s']} s, **{s['ratio']}x**."]
           if (s := result.get("single_job")) else []),
-        end,
     ])
 
 
 def write_readme(path: Path, result: dict[str, Any]) -> None:
     """Replace this benchmark's figures between its markers (the rest of the file is kept)."""
-    text = path.read_text() if path.exists() else ""
-    block = readme_block(result)
-    begin, end = _markers(result)
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: block, text)
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
+    write_block(path, _block_name(result), readme_block(result))
 
 
 def main() -> int:

@@ -188,7 +188,7 @@ def _platform(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
     from django.db import connection
 
-    from bench.overhead import Worker
+    from bench.harness import Worker
     from collections_app.demo import demos
     from collections_app.models import Collection, Project
     from emprops.accounts.services import user_provision
