@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.views.generic import RedirectView
@@ -32,6 +33,9 @@ api_patterns: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("admin", RedirectView.as_view(pattern_name="admin:index")),
+    # browsers ask for it on every origin page (admin, docs): the gallery's icon, not a 404
+    path("favicon.ico", RedirectView.as_view(url=f"{settings.STATIC_URL}gallery/favicon.svg",
+                                             permanent=True)),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
     path("api/staff/<str:staff_key>/collections", StaffCollectionListView.as_view(), name="staff-collections"),

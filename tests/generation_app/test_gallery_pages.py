@@ -356,3 +356,20 @@ def test_bootstrap_demo_writes_the_demo_password_and_the_demo_user_signs_in(clie
     # a second run keeps the password
     call_command("bootstrap_demo", "--json", stdout=io.StringIO())
     assert password_file.read_text().strip() == password
+
+
+@pytest.mark.django_db
+def test_the_favicon_is_the_gallerys_icon_on_every_page(client):
+    # when a browser asks for /favicon.ico (admin and docs pages too), or reads the gallery's link
+    response = client.get("/favicon.ico")
+    page = client.get("/")
+
+    # then it is sent to the icon, which is served as SVG, instead of an enveloped 404
+    assert response.status_code == 301
+    assert response["Location"] == "/static/gallery/favicon.svg"
+    assert '<link rel="icon" type="image/svg+xml" href="/static/gallery/favicon.svg">' in \
+        page.content.decode()
+    from django.contrib.staticfiles import finders
+
+    icon = finders.find("gallery/favicon.svg")
+    assert icon is not None and open(icon).read().startswith("<svg")
