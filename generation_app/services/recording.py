@@ -59,7 +59,6 @@ class JobWrites:
     admit: bool = False  # a generation finished: its user's cap has a free slot
     started: bool = False  # the job became processing: its `job_update` precedes the rows
 
-
     def set(self, **values: Any) -> None:
         for name, value in values.items():
             setattr(self.job, name, value)
@@ -77,7 +76,7 @@ class JobWrites:
             jobs.history_add_many(job=self.job, entries=self.history)
             self.history = []
         if self.fields:
-            self.job.save(update_fields=[*sorted(self.fields), "updated_at"])
+            self.job.save(update_fields=sorted(self.fields | {"updated_at"}))
             self.fields = set()
 
 
